@@ -1,0 +1,98 @@
+"""Test-suite plumbing shared by every app.
+
+The suite runs on PostgreSQL and Redis when they are reachable (the README's test command finds
+them). Tests marked `postgres` or `redis` need the real service: without it they are skipped,
+loudly — and under `CI=true` a missing service is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from pantheon.testing import factories
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _is_postgres() -> bool:
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+def _redis_reachable() -> bool:
+    url = settings.REDIS_URL or os.environ.get("CELERY_BROKER_URL", "")
+    if not url:
+        return False
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), 0.5):
+            return True
+    except OSError:
+        return False
+
+
+_SKIPPED: dict[str, list[str]] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing: dict[str, str] = {}
+    if not _is_postgres():
+        missing["postgres"] = "DATABASE_URL is not PostgreSQL (row locks and concurrency untested)"
+    if not _redis_reachable():
+        missing["redis"] = "Redis is not reachable (REDIS_URL / CELERY_BROKER_URL)"
+    if missing and IN_CI:
+        raise pytest.UsageError(
+            "CI=true but required services are missing: " + "; ".join(missing.values())
+        )
+    for item in items:
+        for marker, reason in missing.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=f"SKIPPED, {reason}"))
+                _SKIPPED.setdefault(marker, []).append(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    if not _SKIPPED:
+        return
+    tr = terminalreporter
+    tr.section("SERVICES MISSING — TESTS SKIPPED", sep="!", red=True, bold=True)
+    for marker, nodeids in _SKIPPED.items():
+        tr.write_line(f"{len(nodeids)} tests need '{marker}' and did not run.", red=True)
+    tr.write_line("Start PostgreSQL and Redis and run the test command again for a full run.")
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def user(db):  # type: ignore[no-untyped-def]
+    return factories.make_user()
+
+
+@pytest.fixture
+def owner_client(db) -> Iterator[tuple[APIClient, object]]:  # type: ignore[no-untyped-def]
+    """A client authenticated as a fresh user with a real API key: (client, user)."""
+    owner, key = factories.make_api_key()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    yield client, owner
+
+
+@pytest.fixture
+def other_client(db) -> Iterator[tuple[APIClient, object]]:  # type: ignore[no-untyped-def]
+    """A second, unrelated user's authenticated client: (client, user)."""
+    other, key = factories.make_api_key()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    yield client, other

@@ -1,0 +1,281 @@
+"""Pantheon settings: one module, every value read from the environment (django-environ).
+
+A first run needs nothing: SQLite in the project directory, local-memory cache, the offline LLM
+provider. Production (`PANTHEON_ENV=production`) refuses to start without the settings it needs,
+and `PANTHEON_HTTPS=1` switches on the TLS-only security settings so `check --deploy` is clean.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+_dotenv = BASE_DIR / ".env"
+if _dotenv.exists():
+    environ.Env.read_env(_dotenv, overwrite=False)
+
+PANTHEON_ENV = env.str("PANTHEON_ENV", default="development")
+IS_PRODUCTION = PANTHEON_ENV == "production"
+
+_REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "DATABASE_URL", "PANTHEON_ENCRYPTION_KEYS")
+if IS_PRODUCTION:
+    _missing = [name for name in _REQUIRED_IN_PRODUCTION if not env.str(name, default="")]
+    if _missing:
+        raise ImproperlyConfigured(
+            "Pantheon cannot start in production without: "
+            + ", ".join(_missing)
+            + ". Set them in the environment (see README, 'Configuration')."
+        )
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="") or "pantheon-development-only-secret-key-not-for-prod"
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "accounts.apps.AccountsConfig",
+    "llm.apps.LlmConfig",
+    "usage.apps.UsageConfig",
+    "rooms.apps.RoomsConfig",
+    "sessions.apps.ChatSessionsConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "pantheon.urls"
+WSGI_APPLICATION = "pantheon.wsgi.application"
+ASGI_APPLICATION = "pantheon.asgi.application"
+# The API has no trailing slashes and a POST must never be redirected.
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True  # F32: every datetime is timezone-aware.
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "pantheon" / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": env.str(
+            "STATICFILES_BACKEND",
+            default="whitenoise.storage.CompressedStaticFilesStorage",
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = True  # serve admin/chart assets even before collectstatic
+
+# --- Cache (throttling and shared counters must hold across processes) ---------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="pantheon"),
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Security ---------------------------------------------------------------------------------
+PANTHEON_HTTPS = env.bool("PANTHEON_HTTPS", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if PANTHEON_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_REFERRER_POLICY = "same-origin"
+    SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
+# Large enough for a TURN_INPUT_MAX_CHARS input of multi-byte characters plus JSON overhead.
+TURN_INPUT_MAX_CHARS = env.int("TURN_INPUT_MAX_CHARS", default=200_000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int(
+    "DATA_UPLOAD_MAX_MEMORY_SIZE", default=max(2_621_440, TURN_INPUT_MAX_CHARS * 4 + 65_536)
+)
+
+# --- Secrets at rest ---------------------------------------------------------------------------
+
+
+def _development_fernet_key(secret: str) -> str:
+    # Development only: a stable key derived from SECRET_KEY so a first run needs no setup.
+    return base64.urlsafe_b64encode(hashlib.sha256(secret.encode()).digest()).decode()
+
+
+PANTHEON_ENCRYPTION_KEYS = env.list("PANTHEON_ENCRYPTION_KEYS", default=[]) or [
+    _development_fernet_key(SECRET_KEY)
+]
+
+# --- Identity ----------------------------------------------------------------------------------
+SUPABASE_JWT_SECRETS = env.list("SUPABASE_JWT_SECRETS", default=[])
+SUPABASE_JWKS_URL = env.str("SUPABASE_JWKS_URL", default="")
+SUPABASE_ISSUER = env.str("SUPABASE_ISSUER", default="")
+SUPABASE_JWT_AUDIENCE = env.str("SUPABASE_JWT_AUDIENCE", default="authenticated")
+API_KEY_LAST_USED_RESOLUTION_SECONDS = 60
+
+# --- API ---------------------------------------------------------------------------------------
+PANTHEON_THROTTLE_USER = env.str("PANTHEON_THROTTLE_USER", default="1200/min")
+PANTHEON_THROTTLE_TURNS = env.str("PANTHEON_THROTTLE_TURNS", default="60/min")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.BearerAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "pantheon.api.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_CLASSES": ["pantheon.api.throttling.UserThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": PANTHEON_THROTTLE_USER,
+        "turns": PANTHEON_THROTTLE_TURNS,
+    },
+    "EXCEPTION_HANDLER": "pantheon.api.exceptions.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "pantheon.api.schema.PantheonAutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Pantheon API",
+    "DESCRIPTION": "Rooms of LLM agents: turns, context budgets, usage metering and credits.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # The docs page works offline: Swagger UI is served from our own static files.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- LLM ---------------------------------------------------------------------------------------
+OPENROUTER_API_KEY = env.str("OPENROUTER_API_KEY", default="")
+OPENROUTER_BASE_URL = env.str("OPENROUTER_BASE_URL", default="https://openrouter.ai/api/v1")
+LLM_CONNECT_TIMEOUT_SECONDS = env.float("LLM_CONNECT_TIMEOUT_SECONDS", default=5.0)
+LLM_READ_TIMEOUT_SECONDS = env.float("LLM_READ_TIMEOUT_SECONDS", default=60.0)
+LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
+LLM_RETRY_MAX_WAIT_SECONDS = env.float("LLM_RETRY_MAX_WAIT_SECONDS", default=10.0)
+SUMMARY_MODEL = env.str("SUMMARY_MODEL", default="openai/gpt-4o-mini")
+
+CONTEXT_MAX_OUTPUT_TOKENS = env.int("CONTEXT_MAX_OUTPUT_TOKENS", default=2048)
+CONTEXT_SUMMARY_TRIGGER_RATIO = env.float("CONTEXT_SUMMARY_TRIGGER_RATIO", default=0.70)
+CONTEXT_PRUNE_TRIGGER_RATIO = env.float("CONTEXT_PRUNE_TRIGGER_RATIO", default=0.90)
+CONTEXT_MANDATORY_SUMMARY_TURN = env.int("CONTEXT_MANDATORY_SUMMARY_TURN", default=8)
+CONTEXT_DEFAULT_MODEL_LIMIT = env.int("CONTEXT_DEFAULT_MODEL_LIMIT", default=8192)
+CONTEXT_RECENT_TURNS_TO_KEEP = env.int("CONTEXT_RECENT_TURNS_TO_KEEP", default=4)
+
+TURN_STALE_AFTER_SECONDS = env.int("TURN_STALE_AFTER_SECONDS", default=600)
+ROOM_MAX_AGENTS_PER_TURN = env.int("ROOM_MAX_AGENTS_PER_TURN", default=5)
+IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
+
+# --- Celery ------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+# --- Logging -----------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        "httpx": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
+    },
+}
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = 240
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# Longer than any task's hard limit and any retry countdown, or Redis re-delivers a running task.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    "socket_connect_timeout": 1,
+    "socket_timeout": 5,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"

@@ -1,0 +1,27 @@
+"""URLs: the admin, the v1 API (no trailing slashes), the OpenAPI schema and docs."""
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from pantheon.api.views import HealthView, NotFoundView
+
+api_v1 = [
+    path("health", HealthView.as_view(), name="health"),
+    path("", include("accounts.api.urls")),
+    path("", include("llm.api.urls")),
+    path("", include("rooms.api.urls")),
+    path("", include("sessions.api.urls")),
+    path("", include("usage.api.urls")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    re_path(r"^api/", NotFoundView.as_view()),
+]
+
+handler404 = "pantheon.api.handlers.not_found"
+handler500 = "pantheon.api.handlers.server_error"

@@ -1,0 +1,1 @@
+"""Usage metering and credits (pricing versions, call events, ledger) — see the metering issue."""
