@@ -17,6 +17,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from pantheon.testing import factories
+from pantheon.testing.stub_llm import llm_stub  # noqa: F401  (the stub provider fixture)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -1,13 +1,20 @@
 """One bearer authentication for the API: Pantheon API keys and, when configured, Supabase JWTs.
 
-Every failure is a 401 with `WWW-Authenticate: Bearer` (the exception handler adds the header)."""
+Every failure is a 401 with `WWW-Authenticate: Bearer` (the exception handler adds the header).
+No token at all is also a 401: the permission check raises `NotAuthenticated`, and because this
+class answers `authenticate_header`, DRF keeps the 401 instead of turning it into a 403."""
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+import re
 import threading
+import time
+import urllib.request
 from typing import Any
+from urllib.parse import urlparse
 
 import jwt
 from django.conf import settings
@@ -26,6 +33,13 @@ from accounts.services import (
 logger = logging.getLogger(__name__)
 
 _INVALID = "Invalid or expired bearer token."
+# `pan_<public id>_<secret>`: the id is hex (see accounts.services.api_key_create); the secret is
+# URL-safe base64 and may itself contain "_" and "-". Checked before any query, so junk such as
+# NUL bytes never reaches the database.
+_API_KEY = re.compile(rf"^{API_KEY_PREFIX}_([0-9a-f]{{1,16}})_([A-Za-z0-9_-]{{1,256}})$")
+_ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
+# A subject maps to `users.auth_subject` (255) and may become part of a placeholder e-mail (254).
+_MAX_SUBJECT_LENGTH = 200
 
 
 class BearerAuthentication(authentication.BaseAuthentication):
@@ -55,17 +69,13 @@ class BearerAuthentication(authentication.BaseAuthentication):
 
 
 def _authenticate_api_key(token: str) -> tuple[User, ApiKey]:
-    parts = token.split("_", 2)
-    if len(parts) != 3 or not parts[1] or not parts[2]:
+    match = _API_KEY.match(token)
+    if match is None:
         raise exceptions.AuthenticationFailed(_INVALID)
-    _, public_id, secret = parts
-    api_key = (
-        ApiKey.objects.select_related("user").filter(public_id=public_id).first()
-        if len(public_id) <= 16
-        else None
-    )
+    public_id, secret = match.groups()
+    api_key = ApiKey.objects.select_related("user").filter(public_id=public_id).first()
     # Compare in constant time, and hash even when the key is unknown so timing says nothing.
-    expected = api_key.secret_hash if api_key else "0" * 64
+    expected = api_key.secret_hash if api_key is not None else "0" * 64
     if not hmac.compare_digest(hash_secret(secret), expected) or api_key is None:
         raise exceptions.AuthenticationFailed(_INVALID)
     now = timezone.now()
@@ -82,61 +92,126 @@ def jwt_configured() -> bool:
     return bool(settings.SUPABASE_JWT_SECRETS or settings.SUPABASE_JWKS_URL)
 
 
+class JwksCache:
+    """The signing keys published at one JWKS URL, cached for `lifespan` seconds.
+
+    An unknown `kid` (the provider rotated its keys) refetches the set, but at most once per
+    `cooldown` seconds, so tokens with made-up key ids cannot make us hammer the provider. When
+    a fetch fails the last good keys stay in use until a later fetch succeeds."""
+
+    def __init__(
+        self, url: str, *, lifespan: float = 600, cooldown: float = 30, timeout: float = 5
+    ):
+        self.url = url
+        self.lifespan = lifespan
+        self.cooldown = cooldown
+        self.timeout = timeout
+        self._keys: list[jwt.PyJWK] = []
+        self._fetched_at: float | None = None
+        self._lock = threading.Lock()
+
+    def key_for(self, *, kid: object, algorithm: str) -> jwt.PyJWK | None:
+        """The published key with this `kid` usable for `algorithm`, or None."""
+        with self._lock:
+            now = time.monotonic()
+            if self._fetched_at is None or now - self._fetched_at >= self.lifespan:
+                self._refresh(now)
+            key = self._match(kid, algorithm)
+            if key is None and now - (self._fetched_at or 0) >= self.cooldown:
+                self._refresh(now)
+                key = self._match(kid, algorithm)
+            return key
+
+    def _match(self, kid: object, algorithm: str) -> jwt.PyJWK | None:
+        for key in self._keys:
+            if (
+                key.key_id == kid
+                and key.algorithm_name == algorithm
+                and key.public_key_use in (None, "sig")
+            ):
+                return key
+        return None
+
+    def _refresh(self, now: float) -> None:
+        # Counted as an attempt even when it fails: a provider outage must not turn every
+        # request into another slow fetch.
+        self._fetched_at = now
+        if urlparse(self.url).scheme not in ("http", "https"):
+            # urllib would also open file:// and friends; a misconfiguration must not read files.
+            logger.error("SUPABASE_JWKS_URL must be an http(s) URL, not %r", self.url)
+            return
+        try:
+            # The scheme was checked above, so S310's concern (file:// URLs) does not apply.
+            request = urllib.request.Request(self.url, headers={"Accept": "application/json"})  # noqa: S310
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                document = json.loads(response.read(1_000_000))
+            self._keys = list(jwt.PyJWKSet.from_dict(document).keys)
+        except Exception:  # network, JSON or key-format failure: keep the last good keys
+            logger.warning("JWKS fetch from %s failed", self.url, exc_info=True)
+
+
 _jwks_lock = threading.Lock()
-_jwks_client: jwt.PyJWKClient | None = None
-_jwks_url: str = ""
+_jwks_caches: dict[str, JwksCache] = {}
 
 
-def _jwks() -> jwt.PyJWKClient:
-    """One cached JWKS client per process (keys cached for 10 minutes)."""
-    global _jwks_client, _jwks_url
+def _jwks(url: str) -> JwksCache:
+    """One cache per JWKS URL per process."""
     with _jwks_lock:
-        if _jwks_client is None or _jwks_url != settings.SUPABASE_JWKS_URL:
-            _jwks_client = jwt.PyJWKClient(
-                settings.SUPABASE_JWKS_URL, cache_keys=True, lifespan=600, timeout=5
-            )
-            _jwks_url = settings.SUPABASE_JWKS_URL
-        return _jwks_client
+        cache = _jwks_caches.get(url)
+        if cache is None:
+            cache = _jwks_caches[url] = JwksCache(url)
+        return cache
 
 
-def _decode_options() -> dict[str, Any]:
-    options: dict[str, Any] = {"require": ["exp", "sub", "aud"]}
-    return options
+def _verification_keys(header: dict[str, Any]) -> list[Any]:
+    algorithm = header.get("alg")
+    if algorithm == "HS256":
+        # Several secrets may be active while the project's secret is being rotated.
+        return list(settings.SUPABASE_JWT_SECRETS)
+    if algorithm in _ASYMMETRIC_ALGORITHMS and settings.SUPABASE_JWKS_URL:
+        key = _jwks(settings.SUPABASE_JWKS_URL).key_for(kid=header.get("kid"), algorithm=algorithm)
+        return [key.key] if key is not None else []
+    return []  # "none", other algorithms, or a kind of key that is not configured
 
 
 def decode_supabase_jwt(token: str) -> dict[str, Any]:
-    """Verify a Supabase JWT (HS256 with any configured secret, or the JWKS) and its claims."""
+    """Verify a Supabase JWT (HS256 with any configured secret, or RS256/ES256 from the JWKS)
+    and its claims: `aud`, `role=authenticated`, the issuer when configured, an unexpired `exp`,
+    and a `sub`."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
         raise exceptions.AuthenticationFailed(_INVALID) from exc
-    algorithm = header.get("alg")
-    common: dict[str, Any] = {
-        "audience": settings.SUPABASE_JWT_AUDIENCE,
-        "options": _decode_options(),
-        "leeway": 0,
-    }
+    required = ["exp", "sub", "aud"]
     if settings.SUPABASE_ISSUER:
-        common["issuer"] = settings.SUPABASE_ISSUER
-    claims: dict[str, Any] | None = None
-    if algorithm == "HS256" and settings.SUPABASE_JWT_SECRETS:
-        for secret in settings.SUPABASE_JWT_SECRETS:
-            try:
-                claims = jwt.decode(token, secret, algorithms=["HS256"], **common)
-                break
-            except jwt.InvalidSignatureError:
-                continue
-            except jwt.PyJWTError as exc:
-                raise exceptions.AuthenticationFailed(_INVALID) from exc
-    elif algorithm in ("RS256", "ES256") and settings.SUPABASE_JWKS_URL:
+        required.append("iss")
+    for key in _verification_keys(header):
         try:
-            signing_key = _jwks().get_signing_key_from_jwt(token)
-            claims = jwt.decode(token, signing_key.key, algorithms=[algorithm], **common)
-        except (jwt.PyJWTError, jwt.PyJWKClientError) as exc:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[header["alg"]],
+                audience=settings.SUPABASE_JWT_AUDIENCE,
+                issuer=settings.SUPABASE_ISSUER or None,
+                # `iat` is informative only: a token minted a second "in the future" by a
+                # slightly fast clock must not fail. Expiry is strict (no leeway).
+                options={"require": required, "verify_iat": False},
+                leeway=0,
+            )
+        except jwt.InvalidSignatureError:
+            continue  # try the next secret of a rotation
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            # Signature fine but claims wrong (expired, audience, issuer…), or a malformed token.
             raise exceptions.AuthenticationFailed(_INVALID) from exc
-    if claims is None:
+        break
+    else:
         raise exceptions.AuthenticationFailed(_INVALID)
-    if claims.get("role") != "authenticated" or not isinstance(claims.get("sub"), str):
+    subject = claims.get("sub")
+    if (
+        claims.get("role") != "authenticated"
+        or not isinstance(subject, str)
+        or not 0 < len(subject) <= _MAX_SUBJECT_LENGTH
+    ):
         raise exceptions.AuthenticationFailed(_INVALID)
     return claims
 

@@ -114,6 +114,12 @@ class GatewayStream(Protocol):
         """The finished call (after iteration ended without error)."""
         ...
 
+    @property
+    def error(self) -> GatewayError | None:
+        """The error the call ended with, or None. After `close()` it is the `cancelled` error
+        (partial text, usage estimated so far) even if the stream is never iterated again."""
+        ...
+
 
 class Gateway(Protocol):
     provider: ProviderConfig

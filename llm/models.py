@@ -1,13 +1,66 @@
-"""The model catalog (and, from the gateway issue on, providers)."""
+"""The model catalog and the providers that serve it."""
 
 from __future__ import annotations
 
 from django.db import models
 
+from llm.crypto import decrypt_secret, encrypt_secret
+
+
+class ProviderKind(models.TextChoices):
+    OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible API"
+    OFFLINE = "offline", "Offline model (no network)"
+
+
+class Provider(models.Model):
+    """An LLM endpoint: any OpenAI-compatible API (OpenRouter, OpenAI, vLLM, Ollama, LM Studio)
+    or the built-in offline model. The API key is stored only as a Fernet token
+    (`api_key_encrypted`); read and set it through the `api_key` property."""
+
+    name = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(
+        max_length=32, choices=ProviderKind.choices, default=ProviderKind.OPENAI_COMPATIBLE
+    )
+    base_url = models.URLField(max_length=500, blank=True, default="")
+    # Never plaintext: a Fernet token under PANTHEON_ENCRYPTION_KEYS (see llm.crypto).
+    api_key_encrypted = models.TextField(blank=True, default="", editable=False)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "llm_providers"
+        ordering = ("name",)
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(kind="offline") | ~models.Q(base_url=""),
+                name="llm_providers_base_url_required",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def api_key(self) -> str:
+        """The decrypted API key ("" when none is set). Raises `SecretUnreadable` when no
+        configured key decrypts it."""
+        return decrypt_secret(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    @api_key.setter
+    def api_key(self, plaintext: str) -> None:
+        self.api_key_encrypted = encrypt_secret(plaintext) if plaintext else ""
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key_encrypted)
+
 
 class ModelConfig(models.Model):
     """One model a room's agents may use, identified by its OpenRouter-style id
-    (`openai/gpt-4o-mini`). The context window drives the context budget."""
+    (`openai/gpt-4o-mini`). The context window drives the context budget. `provider` is where
+    calls go; empty means the default provider from the environment (OpenRouter with
+    `OPENROUTER_API_KEY`, or the offline model when no key is configured)."""
 
     id = models.CharField(primary_key=True, max_length=128)
     display_name = models.CharField(max_length=128, blank=True, default="")
@@ -15,6 +68,14 @@ class ModelConfig(models.Model):
     max_output_tokens = models.PositiveIntegerField()
     supports_structured_output = models.BooleanField(default=True)
     is_active = models.BooleanField(default=True)
+    provider = models.ForeignKey(
+        Provider,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="models",
+        help_text="Empty: the default provider from the environment.",
+    )
 
     class Meta:
         db_table = "llm_models"

@@ -2,9 +2,8 @@
 
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from pantheon.api.views import HealthView, NotFoundView
+from pantheon.api.views import DocsView, HealthView, NotFoundView, SchemaView
 
 api_v1 = [
     path("health", HealthView.as_view(), name="health"),
@@ -18,10 +17,13 @@ api_v1 = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
+    path("api/docs/", DocsView.as_view(url_name="schema"), name="docs"),
+    # Last: any other /api/ path, whatever the method, is a JSON 404.
     re_path(r"^api/", NotFoundView.as_view()),
 ]
 
+handler400 = "pantheon.api.handlers.bad_request"
+handler403 = "pantheon.api.handlers.permission_denied"
 handler404 = "pantheon.api.handlers.not_found"
 handler500 = "pantheon.api.handlers.server_error"

@@ -10,6 +10,8 @@ from django.db import models
 from django.utils import timezone
 
 HANDLE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+# Named so the service can recognise a concurrent duplicate handle in the IntegrityError.
+HANDLE_UNIQUE_CONSTRAINT = "agents_room_handle_unique"
 
 
 class TurnMode(models.TextChoices):
@@ -59,8 +61,21 @@ class Room(models.Model):
         return self.name
 
 
+class AgentQuerySet(models.QuerySet["Agent"]):
+    def alive(self) -> AgentQuerySet:
+        """Agents that were not deleted (a deleted agent keeps its row for the messages that
+        reference it, but is hidden everywhere)."""
+        return self.filter(deleted_at__isnull=True)
+
+    def active(self) -> AgentQuerySet:
+        """Agents that may speak: not deleted and switched on."""
+        return self.alive().filter(is_active=True)
+
+
 class Agent(models.Model):
-    """An LLM persona in a room. `handle` is how users @mention it (stored lower-case)."""
+    """An LLM persona in a room. `handle` is how users @mention it (stored lower-case, unique
+    among the room's agents that are not deleted). Soft-deleted: `deleted_at` hides it everywhere
+    while its past messages keep pointing at it."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="agents")
@@ -81,12 +96,20 @@ class Agent(models.Model):
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AgentQuerySet.as_manager()
 
     class Meta:
         db_table = "agents"
         ordering = ("position", "created_at")
         constraints = [
-            models.UniqueConstraint(fields=["room", "handle"], name="agents_room_handle_unique"),
+            # A deleted agent frees its handle for a new agent of the same room.
+            models.UniqueConstraint(
+                fields=["room", "handle"],
+                condition=models.Q(deleted_at__isnull=True),
+                name=HANDLE_UNIQUE_CONSTRAINT,
+            ),
             models.CheckConstraint(
                 condition=models.Q(temperature__gte=0) & models.Q(temperature__lte=2),
                 name="agents_temperature_range",

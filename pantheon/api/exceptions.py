@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from pantheon.api.parsers import RequestTooLarge
 from pantheon.errors import ApplicationError
 
 logger = logging.getLogger("pantheon.api")
+
 
 # DRF exception class -> contract code. Anything not listed keeps DRF's own default code.
 _CODES: dict[type[exceptions.APIException], str] = {
@@ -27,12 +30,18 @@ _CODES: dict[type[exceptions.APIException], str] = {
     exceptions.NotAcceptable: "not_acceptable",
     exceptions.UnsupportedMediaType: "unsupported_media_type",
     exceptions.Throttled: "throttled",
+    RequestTooLarge: "request_too_large",
 }
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     """The contract's error shape."""
     return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _retry_after(exc: exceptions.Throttled) -> int:
+    # DRF rounds `wait` up already; never advertise 0 seconds, clients would spin.
+    return max(1, int(exc.wait or 1))
 
 
 def _details_of(exc: exceptions.APIException) -> tuple[str, dict[str, Any]]:
@@ -42,7 +51,7 @@ def _details_of(exc: exceptions.APIException) -> tuple[str, dict[str, Any]]:
             return "Invalid input.", _plain(detail)
         return "Invalid input.", {"non_field_errors": _plain(detail)}
     if isinstance(exc, exceptions.Throttled):
-        return str(detail), {"retry_after": exc.wait and int(exc.wait + 0.999)}
+        return str(detail), {"retry_after": _retry_after(exc)}
     if isinstance(exc, exceptions.ParseError):
         return "Malformed request body.", {"body": [str(detail)]}
     return str(detail), {}
@@ -56,6 +65,24 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _as_api_exception(exc: Exception) -> Exception:
+    """Django's own exceptions, raised inside a DRF view, as the matching DRF exception."""
+    if isinstance(exc, Http404):
+        return exceptions.NotFound()
+    if isinstance(exc, PermissionDenied):
+        return exceptions.PermissionDenied()
+    if isinstance(exc, DjangoValidationError):
+        if hasattr(exc, "error_dict"):
+            return exceptions.ValidationError(exc.message_dict)
+        return exceptions.ValidationError({"non_field_errors": exc.messages})
+    if isinstance(exc, RequestDataTooBig):
+        return RequestTooLarge()
+    if isinstance(exc, SuspiciousOperation):
+        # Too many fields, a malformed multipart body…: the client's fault, never a 500.
+        return exceptions.ValidationError({"non_field_errors": ["Malformed request."]})
+    return exc
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """Render any exception raised inside a DRF view in the contract's shape; never a 500 page."""
     if isinstance(exc, ApplicationError):
@@ -65,21 +92,17 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             status=exc.status_code,
             headers=exc.headers or None,
         )
-    if isinstance(exc, Http404):
-        exc = exceptions.NotFound()
-    elif isinstance(exc, PermissionDenied):
-        exc = exceptions.PermissionDenied()
+    exc = _as_api_exception(exc)
 
     if isinstance(exc, exceptions.APIException):
         set_rollback()
         headers: dict[str, str] = {}
-        if getattr(exc, "auth_header", None):
-            headers["WWW-Authenticate"] = exc.auth_header
-        if getattr(exc, "wait", None):
-            headers["Retry-After"] = str(int(exc.wait + 0.999))
         if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+            # Always 401 with a Bearer challenge (never DRF's 403 fallback).
             headers["WWW-Authenticate"] = "Bearer"
             exc.status_code = status.HTTP_401_UNAUTHORIZED
+        if isinstance(exc, exceptions.Throttled):
+            headers["Retry-After"] = str(_retry_after(exc))
         code = _CODES.get(type(exc)) or next(
             (c for cls, c in _CODES.items() if isinstance(exc, cls)), str(exc.default_code)
         )
@@ -87,7 +110,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return Response(error_body(code, message, details), status=exc.status_code, headers=headers)
 
     set_rollback()
-    logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
+    view = context.get("view")
+    logger.exception("unhandled error in %s", type(view).__name__ if view else "API view")
     return Response(
         error_body("internal_error", "An unexpected error occurred."),
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,
@@ -95,5 +119,5 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 
 
 def json_error_response(status_code: int, code: str, message: str) -> JsonResponse:
-    """For errors raised outside DRF views (Django's 404/500 handlers)."""
+    """For errors raised outside DRF views (Django's 400/403/404/500 handlers)."""
     return JsonResponse(error_body(code, message), status=status_code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 
@@ -21,20 +22,54 @@ class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
 
 
+class BearerAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Describes `accounts.authentication.BearerAuthentication` as an HTTP bearer scheme
+    (without it drf-spectacular cannot name the scheme and emits no security requirement)."""
+
+    target_class = "accounts.authentication.BearerAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A Pantheon API key `pan_<id>_<secret>` or a Supabase access token.",
+        }
+
+
 _DESCRIPTIONS = {
     "400": "Validation error (malformed JSON, invalid or missing fields).",
     "401": "Missing or invalid bearer token.",
     "402": "Not enough credits.",
     "403": "Permission denied.",
     "404": "Not found (or not yours).",
-    "405": "Method not allowed.",
+    "406": "Not acceptable: the API answers JSON.",
     "409": "Conflict.",
+    "413": "The request body is too large.",
     "415": "Unsupported media type.",
     "422": "Unprocessable request.",
     "429": "Throttled.",
+    "500": "Unexpected server error.",
     "502": "The LLM provider failed.",
     "503": "A dependency is unavailable.",
 }
+
+_HEADERS = {
+    "401": {
+        "WWW-Authenticate": {
+            "schema": {"type": "string"},
+            "description": "Always `Bearer`.",
+        }
+    },
+    "429": {
+        "Retry-After": {
+            "schema": {"type": "integer"},
+            "description": "Seconds to wait before retrying.",
+        }
+    },
+}
+
+_BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
 class PantheonAutoSchema(AutoSchema):
@@ -42,15 +77,21 @@ class PantheonAutoSchema(AutoSchema):
     (`extend_schema(responses={409: ErrorSerializer, ...})`)."""
 
     def _error_codes(self) -> list[str]:
-        codes = ["405", "429"]
-        if self.view.get_authenticators() if hasattr(self.view, "get_authenticators") else False:
+        """The error statuses DRF itself can answer for this operation, decided from the
+        view's real configuration (not from its name or path conventions)."""
+        codes: list[str] = []
+        # Any view with an authenticator rejects a bad bearer token with 401 — whatever its
+        # permissions; views without one (health, schema, docs) never answer 401.
+        if self.view.get_authenticators():
             codes.append("401")
-        if self.method in ("POST", "PUT", "PATCH"):
-            codes += ["400", "415"]
+        if self.view.get_throttles():
+            codes.append("429")
+        if self.method in _BODY_METHODS and self.view.get_parsers():
+            codes += ["400", "413", "415"]
         if "{" in self.path:
             codes.append("404")
         if self.method == "GET" and self._is_list_view():
-            codes.append("400")
+            codes.append("400")  # filters and pagination parameters are validated
         return codes
 
     def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
@@ -62,4 +103,6 @@ class PantheonAutoSchema(AutoSchema):
         for code, body in responses.items():
             if code in _DESCRIPTIONS and body.get("description") == "":
                 body["description"] = _DESCRIPTIONS[code]
+            if code in _HEADERS:
+                body.setdefault("headers", {}).update(_HEADERS[code])
         return responses

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from django.db.models import Max
+
 from accounts.models import User
 from accounts.services import api_key_create
 from rooms.models import Agent, Room
@@ -40,7 +42,9 @@ def make_agent(room: Room | None = None, **fields: Any) -> Agent:
     fields.setdefault("system_prompt", f"You are agent {n}.")
     fields.setdefault("model_id", DEFAULT_MODEL)
     if "position" not in fields:
-        fields["position"] = room.agents.count()
+        # Last in the room, like the service does (deleted agents keep their old positions).
+        last = room.agents.filter(deleted_at__isnull=True).aggregate(last=Max("position"))["last"]
+        fields["position"] = 0 if last is None else last + 1
     return Agent.objects.create(room=room, **fields)
 
 

@@ -1,1 +1,24 @@
-urlpatterns: list = []
+from django.urls import path
+
+from sessions.api.turn_views import MessageListView, TurnDetailView, TurnListCreateView
+from sessions.api.views import SessionDetailView, SessionListCreateView
+
+urlpatterns = [
+    path(
+        "rooms/<uuid:room_id>/sessions",
+        SessionListCreateView.as_view(),
+        name="room-sessions",
+    ),
+    path(
+        "rooms/<uuid:room_id>/sessions/<uuid:session_id>",
+        SessionDetailView.as_view(),
+        name="room-session",
+    ),
+    path("sessions/<uuid:session_id>/turns", TurnListCreateView.as_view(), name="session-turns"),
+    path(
+        "sessions/<uuid:session_id>/turns/<int:turn_index>",
+        TurnDetailView.as_view(),
+        name="session-turn",
+    ),
+    path("sessions/<uuid:session_id>/messages", MessageListView.as_view(), name="session-messages"),
+]

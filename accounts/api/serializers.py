@@ -1,0 +1,59 @@
+"""Request and response bodies of the accounts API."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounts.models import ApiKey
+
+
+class CreditsSerializer(serializers.Serializer):
+    """The caller's credits, as decimal strings with 6 places (e.g. `"3.090000"`)."""
+
+    balance = serializers.CharField()
+    reserved = serializers.CharField()
+    available = serializers.CharField()
+
+
+class MeSerializer(serializers.Serializer):
+    """The authenticated caller. `credits` is present once usage credits are wired in."""
+
+    id = serializers.UUIDField()
+    email = serializers.EmailField()
+    display_name = serializers.CharField()
+    credits = CreditsSerializer(required=False)
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    """An API key as its owner sees it: never the secret nor its hash."""
+
+    class Meta:
+        model = ApiKey
+        fields = ("id", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+        read_only_fields = fields
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    """A new key, with the full token in `key` — shown this once, never again."""
+
+    key = serializers.SerializerMethodField()
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = (*ApiKeySerializer.Meta.fields, "key")
+        read_only_fields = fields
+
+    @extend_schema_field(
+        serializers.CharField(help_text="The bearer token `pan_<id>_<secret>`; store it now.")
+    )
+    def get_key(self, obj: ApiKey) -> str:
+        return self.context["key"]
+
+
+class ApiKeyCreateSerializer(serializers.Serializer):
+    """`POST auth/api-keys`: a name, and optionally when the key stops working."""
+
+    name = serializers.CharField(max_length=100)
+    expires_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Must be in the future; omit for no expiry."
+    )

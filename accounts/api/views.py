@@ -1,0 +1,114 @@
+"""The accounts API: the caller (`auth/me`) and their API keys."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api.serializers import (
+    ApiKeyCreatedSerializer,
+    ApiKeyCreateSerializer,
+    ApiKeySerializer,
+    CreditsSerializer,
+    MeSerializer,
+)
+from accounts.models import ApiKey, User
+from accounts.selectors import api_key_get_for_user, api_key_list_for_user
+from accounts.services import api_key_create, api_key_revoke
+from pantheon.api.pagination import LimitOffsetPagination
+
+
+class MeView(APIView):
+    """`GET auth/me`: who the bearer token belongs to.
+
+    `credits_for` is the seam through which the usage app adds the caller's credits (accounts
+    must not import usage): when set, it returns `{balance, reserved, available}` for a user."""
+
+    credits_for: ClassVar[Callable[[User], dict[str, Any]] | None] = None
+
+    @extend_schema(
+        operation_id="auth_me",
+        summary="The caller",
+        description="The user the bearer token belongs to, with their credits.",
+        responses={200: MeSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        user: User = request.user
+        body: dict[str, Any] = {
+            "id": user.id,
+            "email": user.email,
+            "display_name": user.display_name,
+        }
+        # Read through the class: a plain function stored on it must not become a bound method.
+        credits_for = type(self).credits_for
+        if credits_for is not None:
+            body["credits"] = CreditsSerializer(credits_for(user)).data
+        return Response(MeSerializer(body).data)
+
+
+class ApiKeyListCreateView(GenericAPIView):
+    """`GET auth/api-keys` (own keys, paginated) and `POST auth/api-keys` (issue one)."""
+
+    serializer_class = ApiKeySerializer
+    pagination_class = LimitOffsetPagination
+
+    def get_queryset(self) -> Any:
+        return api_key_list_for_user(user=self.request.user)
+
+    @extend_schema(
+        operation_id="auth_api_keys_list",
+        summary="List your API keys",
+        description="Your keys, newest first, revoked and expired ones included. "
+        "The secret is never shown again.",
+        responses={200: ApiKeySerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(ApiKeySerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="auth_api_keys_create",
+        summary="Create an API key",
+        description="Issues a key for the caller. The full key is in `key`, shown this once.",
+        request=ApiKeyCreateSerializer,
+        responses={201: ApiKeyCreatedSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = ApiKeyCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        issued = api_key_create(
+            user=request.user,
+            name=serializer.validated_data["name"],
+            expires_at=serializer.validated_data.get("expires_at"),
+        )
+        body = ApiKeyCreatedSerializer(issued.api_key, context={"key": issued.key}).data
+        # The secret is in this body: no cache may keep it.
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+
+
+class ApiKeyDetailView(APIView):
+    """`DELETE auth/api-keys/{id}`: revoke one of your keys (someone else's is a 404)."""
+
+    @extend_schema(
+        operation_id="auth_api_keys_revoke",
+        summary="Revoke an API key",
+        description="Revokes one of your keys at once (revoking twice is harmless). "
+        "Another user's key is a 404, like a missing one.",
+        request=None,
+        responses={204: None},
+    )
+    def delete(self, request: Request, id: uuid.UUID) -> Response:  # `id`: the contract's name
+        api_key: ApiKey | None = api_key_get_for_user(user=request.user, api_key_id=id)
+        if api_key is None:
+            raise NotFound()
+        api_key_revoke(api_key=api_key)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,38 @@
+"""Serializers of the llm API."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from llm.models import ModelConfig
+
+_PRICES_SCHEMA = {
+    "type": "object",
+    "additionalProperties": {"type": "string", "format": "decimal"},
+    "description": "Current USD prices per 1M tokens, by token bucket, as decimal strings "
+    '(e.g. {"input": "0.15", "output": "0.60"}); empty when the model is not priced.',
+}
+
+
+class ModelConfigSerializer(serializers.ModelSerializer):
+    """A catalog model. `prices` come from the serializer context: `{"prices": {id: {...}}}`."""
+
+    prices = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelConfig
+        fields = (
+            "id",
+            "display_name",
+            "context_window",
+            "max_output_tokens",
+            "supports_structured_output",
+            "prices",
+        )
+        read_only_fields = fields
+
+    @extend_schema_field(_PRICES_SCHEMA)
+    def get_prices(self, obj: ModelConfig) -> dict[str, str]:
+        prices = (self.context.get("prices") or {}).get(obj.id) or {}
+        return {str(bucket): str(price) for bucket, price in prices.items() if price is not None}

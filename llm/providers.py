@@ -1,0 +1,124 @@
+"""Which gateway serves a model: `gateway_for_model`.
+
+A model's provider is its `ModelConfig.provider`; none means the default provider from the
+environment — OpenRouter (`OPENROUTER_BASE_URL`) when `OPENROUTER_API_KEY` is set, else the
+offline model. OpenAI clients (each holding an HTTP connection pool) are cached per process by
+(base URL, API key), so no client is built per call; timeouts and the retry budget are read from
+settings at every call, so changing them needs no cache flush.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import openai
+from django.conf import settings
+
+from llm.crypto import SecretUnreadable
+from llm.gateway import Gateway, GatewayError, ProviderConfig
+from llm.models import ModelConfig, Provider, ProviderKind
+from llm.offline_gateway import OFFLINE_PROVIDER, OfflineGateway
+from llm.openai_gateway import GatewayPolicy, OpenAICompatibleGateway
+
+DEFAULT_PROVIDER_NAME = "openrouter"
+# Some compatible servers (Ollama, LM Studio) need no key, but the SDK refuses an empty one.
+_NO_KEY = "not-needed"
+_OFFLINE_GATEWAY = OfflineGateway()
+
+_clients: dict[tuple[str, str], openai.OpenAI] = {}
+_clients_lock = threading.Lock()
+
+
+def default_provider() -> ProviderConfig:
+    """The provider for models without one: OpenRouter with a key, else the offline model."""
+    if not settings.OPENROUTER_API_KEY:
+        return OFFLINE_PROVIDER
+    return ProviderConfig(
+        name=DEFAULT_PROVIDER_NAME,
+        kind=ProviderKind.OPENAI_COMPATIBLE.value,
+        base_url=settings.OPENROUTER_BASE_URL,
+        api_key=settings.OPENROUTER_API_KEY,
+    )
+
+
+def provider_config(provider: Provider) -> ProviderConfig:
+    """The plain config of a stored provider (API key decrypted). Raises GatewayError
+    (`provider_error`) when the provider is disabled or its key cannot be decrypted."""
+    if not provider.is_active:
+        raise GatewayError("provider_error", f"Provider {provider.name!r} is disabled.")
+    try:
+        api_key = provider.api_key
+    except SecretUnreadable as exc:
+        raise GatewayError(
+            "provider_error",
+            f"The API key of provider {provider.name!r} cannot be decrypted with "
+            "PANTHEON_ENCRYPTION_KEYS.",
+        ) from exc
+    return ProviderConfig(
+        name=provider.name, kind=provider.kind, base_url=provider.base_url, api_key=api_key
+    )
+
+
+def gateway_policy() -> GatewayPolicy:
+    """Timeouts and retry budget from settings."""
+    return GatewayPolicy(
+        connect_timeout=settings.LLM_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=settings.LLM_READ_TIMEOUT_SECONDS,
+        max_retries=settings.LLM_MAX_RETRIES,
+        retry_max_wait=settings.LLM_RETRY_MAX_WAIT_SECONDS,
+    )
+
+
+def openai_client(*, base_url: str, api_key: str) -> openai.OpenAI:
+    """The process-wide client for this endpoint and key (built once)."""
+    key = (base_url, api_key)
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = openai.OpenAI(
+                    base_url=base_url,
+                    api_key=api_key or _NO_KEY,
+                    # Retries are the gateway's own (bounded, Retry-After aware): never stacked.
+                    max_retries=0,
+                    timeout=httpx.Timeout(
+                        settings.LLM_READ_TIMEOUT_SECONDS,
+                        connect=settings.LLM_CONNECT_TIMEOUT_SECONDS,
+                    ),
+                    default_headers={"X-Title": "Pantheon"},
+                )
+                _clients[key] = client
+    return client
+
+
+def clear_client_cache() -> None:
+    """Forget (and close) every cached client — for tests that repoint the default provider."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()
+
+
+def gateway_for_provider(config: ProviderConfig) -> Gateway:
+    """The gateway for a provider config."""
+    if config.kind == ProviderKind.OFFLINE:
+        return _OFFLINE_GATEWAY if config == OFFLINE_PROVIDER else OfflineGateway(config)
+    client = openai_client(base_url=config.base_url, api_key=config.api_key)
+    return OpenAICompatibleGateway(config, client, gateway_policy())
+
+
+def gateway_for_model(model: ModelConfig | str) -> Gateway:
+    """The gateway that serves `model` (a ModelConfig, or a model id looked up in the catalog;
+    an id not in the catalog goes to the default provider).
+
+    Raises GatewayError(`provider_error`) when the model's provider is disabled or its stored
+    key cannot be decrypted, so callers handle it like any failed call.
+    """
+    if isinstance(model, str):
+        model = ModelConfig.objects.select_related("provider").filter(pk=model).first() or model
+    if isinstance(model, str) or model.provider_id is None:
+        return gateway_for_provider(default_provider())
+    return gateway_for_provider(provider_config(model.provider))

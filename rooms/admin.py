@@ -1,0 +1,137 @@
+"""Staff admin for rooms and agents. Changelists load related rows with the page
+(`list_select_related`, annotations), so their query count does not grow with the rows shown."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count, Model, Q, QuerySet
+from django.http import HttpRequest
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
+
+from llm.models import ModelConfig
+from rooms.models import Agent, Room
+
+
+def admin_link(obj: Model | None) -> str:
+    """A link to `obj`'s admin change page (plain text when its model has no admin)."""
+    if obj is None:
+        return "-"
+    opts = obj._meta
+    try:
+        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+    except NoReverseMatch:
+        return str(obj)
+    return format_html('<a href="{}">{}</a>', url, obj)
+
+
+class DeletedFilter(admin.SimpleListFilter):
+    """Soft-deleted or not (`deleted_at` set)."""
+
+    title = "deleted"
+    parameter_name = "deleted"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("no", "No"), ("yes", "Yes")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "no":
+            return queryset.filter(deleted_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(deleted_at__isnull=False)
+        return queryset
+
+
+class AgentInline(admin.TabularInline):
+    """The room's agents, read-only here (each links to its own page, where it is edited)."""
+
+    model = Agent
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = (
+        "position",
+        "name",
+        "handle",
+        "model_id",
+        "temperature",
+        "max_output_tokens",
+        "is_active",
+        "deleted_at",
+    )
+    readonly_fields = fields
+    ordering = ("position", "created_at")
+
+    def has_add_permission(self, request: HttpRequest, obj: Room | None = None) -> bool:
+        return False
+
+
+@admin.register(Room)
+class RoomAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "owner_link",
+        "default_mode",
+        "manager_model_id",
+        "agent_count",
+        "created_at",
+        "deleted_at",
+    )
+    list_select_related = ("owner",)
+    list_filter = ("default_mode", DeletedFilter)
+    search_fields = ("name", "owner__email")
+    raw_id_fields = ("owner",)
+    readonly_fields = ("id", "created_at", "updated_at")
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    inlines = (AgentInline,)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Room]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(_agent_count=Count("agents", filter=Q(agents__deleted_at__isnull=True)))
+        )
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):  # type: ignore[no-untyped-def]
+        # Like the API: a manager model must be active in the catalog.
+        if db_field.name == "manager_model":
+            kwargs["queryset"] = ModelConfig.objects.filter(is_active=True)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    @admin.display(description="owner", ordering="owner__email")
+    def owner_link(self, room: Room) -> str:
+        return admin_link(room.owner)
+
+    @admin.display(description="agents", ordering="_agent_count")
+    def agent_count(self, room: Room) -> int:
+        return room._agent_count  # type: ignore[attr-defined]
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    list_display = (
+        "handle",
+        "name",
+        "room_link",
+        "model_id",
+        "position",
+        "is_active",
+        "deleted_at",
+    )
+    list_select_related = ("room",)
+    list_filter = ("is_active", DeletedFilter)
+    search_fields = ("handle", "name", "room__name", "room__owner__email")
+    raw_id_fields = ("room",)
+    readonly_fields = ("id", "created_at", "updated_at")
+    show_full_result_count = False
+
+    @admin.display(description="room", ordering="room__name")
+    def room_link(self, agent: Agent) -> str:
+        return admin_link(agent.room)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):  # type: ignore[no-untyped-def]
+        # Like the API: an agent's model must be active in the catalog.
+        if db_field.name == "model":
+            kwargs["queryset"] = ModelConfig.objects.filter(is_active=True)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)

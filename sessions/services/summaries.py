@@ -1,0 +1,326 @@
+"""Structured session summaries, written by the Celery worker.
+
+A `pending` row is written in the turn's transaction; `summary_generate` claims it, calls the
+summarizer model with a JSON-schema structured output (previous ready summary + the newly covered
+turns), validates the answer on the server, re-prompts once, and writes the result and its
+metered call in one transaction. A duplicate delivery finds the row already claimed or done and
+does nothing; a failed summary never becomes prompt content.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from llm import tokenizer
+from llm.gateway import ChatMessage, GatewayRequest
+from llm.models import ModelConfig
+from sessions import turn_selectors
+from sessions.models import Message, MessageRole, MessageStatus, SessionSummary, SummaryStatus
+from sessions.services.calls import call_event_write, provider_call
+from usage.services import InsufficientCredits, credits_reserve
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_OUTPUT_TOKENS = 1500
+# A running claim older than this is considered abandoned (its worker died) and may be retaken.
+CLAIM_LEASE_SECONDS = settings.CELERY_TASK_TIME_LIMIT + 60
+
+_ITEM = {
+    "type": "object",
+    "properties": {
+        "text": {"type": "string"},
+        "turns": {"type": "array", "items": {"type": "integer"}},
+    },
+    "required": ["text", "turns"],
+    "additionalProperties": False,
+}
+SUMMARY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "summary_text": {"type": "string"},
+        "key_facts": {"type": "array", "items": _ITEM},
+        "decisions": {"type": "array", "items": _ITEM},
+        "open_questions": {"type": "array", "items": _ITEM},
+        "action_items": {"type": "array", "items": _ITEM},
+    },
+    "required": ["summary_text", "key_facts", "decisions", "open_questions", "action_items"],
+    "additionalProperties": False,
+}
+LIST_FIELDS = ("key_facts", "decisions", "open_questions", "action_items")
+
+
+class SummaryInvalid(ValueError):
+    """The summarizer's answer does not hold up; the message says why (used to re-prompt)."""
+
+
+class SummaryRetryable(Exception):
+    """A provider error worth retrying later (timeout, rate limit, 5xx)."""
+
+
+def validate_summary(answer: Any, *, first_turn: int, last_turn: int) -> dict[str, Any]:
+    """Server-side checks beyond the schema: real text, and citations of covered turns only."""
+    if not isinstance(answer, dict):
+        raise SummaryInvalid("The answer must be a JSON object.")
+    text = answer.get("summary_text")
+    if not isinstance(text, str) or not text.strip():
+        raise SummaryInvalid("'summary_text' must be a non-empty string.")
+    clean: dict[str, Any] = {"summary_text": text.strip()}
+    for name in LIST_FIELDS:
+        items = answer.get(name)
+        if not isinstance(items, list):
+            raise SummaryInvalid(f"'{name}' must be a list of {{text, turns}} items.")
+        out = []
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+                raise SummaryInvalid(f"Every '{name}' item needs a 'text' string.")
+            turns = item.get("turns")
+            if not isinstance(turns, list) or not all(isinstance(t, int) for t in turns):
+                raise SummaryInvalid(f"Every '{name}' item needs 'turns', a list of integers.")
+            outside = [t for t in turns if not 1 <= t <= last_turn]
+            if outside:
+                raise SummaryInvalid(
+                    f"'{name}' cites turns {outside}; only turns 1-{last_turn} exist."
+                )
+            if item["text"].strip():
+                out.append({"text": item["text"].strip(), "turns": sorted(set(turns))})
+        clean[name] = out
+    return clean
+
+
+@dataclass(frozen=True)
+class _Claim:
+    summary: SessionSummary
+    previous: SessionSummary | None
+
+
+def _claim(summary_id: UUID) -> _Claim | None:
+    """Take the pending row (or an abandoned running one). None: nothing to do."""
+    now = timezone.now()
+    with transaction.atomic():
+        summary = (
+            SessionSummary.objects.select_for_update(no_key=True, skip_locked=True)
+            .select_related("session__room")
+            .filter(pk=summary_id)
+            .first()
+        )
+        if summary is None:
+            return None
+        lease_start = now - timedelta(seconds=CLAIM_LEASE_SECONDS)
+        abandoned = summary.status == SummaryStatus.RUNNING and summary.updated_at < lease_start
+        if summary.status != SummaryStatus.PENDING and not abandoned:
+            return None
+        summary.status = SummaryStatus.RUNNING
+        summary.attempts += 1
+        summary.save(update_fields=["status", "attempts", "updated_at"])
+    previous = (
+        SessionSummary.objects.filter(
+            session_id=summary.session_id,
+            status=SummaryStatus.READY,
+            last_turn_covered__lt=summary.last_turn_covered,
+        )
+        .order_by("-last_turn_covered")
+        .first()
+    )
+    return _Claim(summary=summary, previous=previous)
+
+
+def _transcript(summary: SessionSummary, previous: SessionSummary | None) -> tuple[str, int]:
+    start = previous.last_turn_covered if previous else 0
+    rows = (
+        Message.objects.filter(
+            session_id=summary.session_id,
+            turn__turn_index__gt=start,
+            turn__turn_index__lte=summary.last_turn_covered,
+            status__in=turn_selectors.HISTORY_MESSAGE_STATUSES,
+            role__in=[MessageRole.USER, MessageRole.ASSISTANT],
+        )
+        .exclude(status=MessageStatus.ERROR)
+        .order_by("turn__turn_index", "sequence")
+        .values_list("turn__turn_index", "role", "agent__name", "content")
+    )
+    lines = []
+    for turn_index, role, agent_name, content in rows:
+        speaker = "User" if role == MessageRole.USER else (agent_name or "Assistant")
+        lines.append(f"[turn {turn_index}] {speaker}: {content}")
+    return "\n".join(lines), start + 1
+
+
+def _prompt(summary: SessionSummary, previous: SessionSummary | None) -> list[ChatMessage]:
+    transcript, first_turn = _transcript(summary, previous)
+    system = (
+        "You maintain a structured summary of a conversation between a user and AI agents. "
+        "Return JSON with summary_text (a faithful prose summary), key_facts, decisions, "
+        "open_questions and action_items; each list item is {text, turns} where turns are the "
+        "turn numbers it came from. Merge the previous summary with the new turns; drop nothing "
+        "important; invent nothing."
+    )
+    parts = [ChatMessage(role="system", content=system)]
+    if previous is not None:
+        parts.append(
+            ChatMessage(
+                role="user",
+                content="Previous summary (turns 1-"
+                f"{previous.last_turn_covered}):\n" + _previous_as_text(previous),
+            )
+        )
+    parts.append(
+        ChatMessage(
+            role="user",
+            content=f"New turns {first_turn}-{summary.last_turn_covered}:\n{transcript}",
+        )
+    )
+    return parts
+
+
+def _previous_as_text(previous: SessionSummary) -> str:
+    return json.dumps(
+        {
+            "summary_text": previous.summary_text,
+            **{name: getattr(previous, name) for name in LIST_FIELDS},
+        },
+        ensure_ascii=False,
+    )
+
+
+def summary_generate(*, summary_id: UUID) -> str:
+    """Generate one pending summary. Returns its final status ('ready', 'failed') or 'skipped'
+    when there was nothing to do (a duplicate delivery). Raises SummaryRetryable for provider
+    errors worth a later retry (the row is pending again)."""
+    claim = _claim(summary_id)
+    if claim is None:
+        return "skipped"
+    summary = claim.summary
+    session = summary.session
+    owner = session.room.owner
+    model = ModelConfig.objects.filter(pk=summary.model or settings.SUMMARY_MODEL).first()
+    if model is None:
+        _finish_failed(summary, "unknown_model")
+        return SummaryStatus.FAILED
+    messages = _prompt(summary, claim.previous)
+    first_turn = (claim.previous.last_turn_covered if claim.previous else 0) + 1
+    output_reserve = min(SUMMARY_OUTPUT_TOKENS, model.max_output_tokens)
+    for attempt in (1, 2):
+        estimate = tokenizer.count_message_tokens(messages)
+        try:
+            reservation = credits_reserve(
+                user=owner,
+                model_id=model.id,
+                estimated_input_tokens=estimate,
+                output_reserve=output_reserve,
+                purpose="summary",
+                session_id=session.id,
+            )
+        except InsufficientCredits:
+            _finish_failed(summary, "insufficient_credits")
+            return SummaryStatus.FAILED
+        outcome = provider_call(
+            model,
+            GatewayRequest(
+                model=model.id,
+                messages=messages,
+                temperature=0,
+                max_tokens=output_reserve,
+                json_schema=SUMMARY_SCHEMA,
+                schema_name="session_summary",
+            ),
+            estimated_prompt_tokens=estimate,
+        )
+        with transaction.atomic():
+            event = call_event_write(
+                user=owner,
+                reservation=reservation,
+                purpose="summary",
+                model_id=model.id,
+                outcome=outcome,
+                idempotency_key=f"summary:{summary.id}:try:{summary.attempts}:call:{attempt}",
+                room_id=session.room_id,
+                session_id=session.id,
+            )
+            if outcome.status == "ok":
+                try:
+                    clean = validate_summary(
+                        outcome.parsed, first_turn=first_turn, last_turn=summary.last_turn_covered
+                    )
+                except SummaryInvalid as exc:
+                    error = str(exc)
+                else:
+                    _finish_ready(summary, clean, model_id=model.id, event_id=event.id)
+                    return SummaryStatus.READY
+            elif outcome.error_code == "llm_invalid_response":
+                error = outcome.error_message
+            else:
+                summary.status = SummaryStatus.PENDING
+                summary.error_code = outcome.error_code
+                summary.save(update_fields=["status", "error_code", "updated_at"])
+                raise SummaryRetryable(outcome.error_code)
+        messages = [
+            *messages,
+            ChatMessage(
+                role="user",
+                content=f"Your previous answer was invalid: {error} Answer again with only the "
+                "JSON object the schema describes.",
+            ),
+        ]
+    _finish_failed(summary, "invalid_structured_output")
+    return SummaryStatus.FAILED
+
+
+def _finish_ready(
+    summary: SessionSummary, clean: dict[str, Any], *, model_id: str, event_id: UUID
+) -> None:
+    summary.status = SummaryStatus.READY
+    summary.summary_text = clean["summary_text"]
+    for name in LIST_FIELDS:
+        setattr(summary, name, clean[name])
+    summary.model = model_id
+    summary.call_event_id = event_id
+    summary.error_code = ""
+    summary.completed_at = timezone.now()
+    summary.save(
+        update_fields=[
+            "status",
+            "summary_text",
+            *LIST_FIELDS,
+            "model",
+            "call_event_id",
+            "error_code",
+            "completed_at",
+            "updated_at",
+        ]
+    )
+
+
+def _finish_failed(summary: SessionSummary, code: str) -> None:
+    summary.status = SummaryStatus.FAILED
+    summary.error_code = code
+    summary.completed_at = timezone.now()
+    summary.save(update_fields=["status", "error_code", "completed_at", "updated_at"])
+
+
+def summary_mark_failed(*, summary_id: UUID, code: str) -> None:
+    """Give up on a summary (retries exhausted). A failed summary never becomes prompt content."""
+    summary = SessionSummary.objects.filter(pk=summary_id).first()
+    if summary is not None and summary.status in (SummaryStatus.PENDING, SummaryStatus.RUNNING):
+        _finish_failed(summary, code)
+
+
+def summaries_due(*, older_than_seconds: int = 30) -> list[UUID]:
+    """Pending summaries to (re-)enqueue, and running ones whose worker died."""
+    now = timezone.now()
+    pending = SessionSummary.objects.filter(
+        status=SummaryStatus.PENDING, updated_at__lt=now - timedelta(seconds=older_than_seconds)
+    )
+    abandoned = SessionSummary.objects.filter(
+        status=SummaryStatus.RUNNING,
+        updated_at__lt=now - timedelta(seconds=CLAIM_LEASE_SECONDS),
+    )
+    return list(pending.values_list("id", flat=True)) + list(abandoned.values_list("id", flat=True))

@@ -1,0 +1,66 @@
+"""Celery tasks of the sessions app. Tasks take ids and call a service."""
+
+from __future__ import annotations
+
+import logging
+import random
+from uuid import UUID
+
+from celery import shared_task
+from django.conf import settings
+
+from sessions.services.summaries import (
+    SummaryRetryable,
+    summaries_due,
+    summary_generate,
+    summary_mark_failed,
+)
+from sessions.services.turns import turns_fail_stale
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_MAX_RETRIES = 4
+
+
+def retry_countdown(retries: int) -> float:
+    """Exponential backoff with full jitter, capped well below the broker's visibility timeout."""
+    cap = min(300.0, settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] / 4)
+    return random.uniform(0, min(cap, 5.0 * (2**retries)))
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=SUMMARY_MAX_RETRIES)
+def summarize_session(self, summary_id: str) -> str:  # type: ignore[no-untyped-def]
+    """Write one structured session summary (idempotent: a duplicate delivery does nothing)."""
+    try:
+        return summary_generate(summary_id=UUID(summary_id))
+    except SummaryRetryable as exc:
+        if self.request.retries >= SUMMARY_MAX_RETRIES:
+            summary_mark_failed(summary_id=UUID(summary_id), code=str(exc) or "llm_unavailable")
+            return "failed"
+        raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries)) from exc
+
+
+def summary_enqueue(summary_id: UUID) -> bool:
+    """Hand a summary to the worker. Never raises: with the broker down the row stays pending
+    and the sweep (or `manage.py summarize_pending`) picks it up later."""
+    try:
+        summarize_session.apply_async(args=[str(summary_id)], retry=False)
+        return True
+    except Exception:  # any broker failure: the pending row is the durable record
+        logger.warning("could not enqueue summary %s; the sweep will retry", summary_id)
+        return False
+
+
+@shared_task(acks_late=True)
+def sweep_pending_summaries() -> int:
+    """Re-enqueue pending summaries (and ones whose worker died)."""
+    due = summaries_due()
+    for summary_id in due:
+        summary_enqueue(summary_id)
+    return len(due)
+
+
+@shared_task(acks_late=True)
+def sweep_stale_turns() -> int:
+    """Fail running turns that stopped making progress."""
+    return turns_fail_stale()

@@ -1,0 +1,143 @@
+"""`manage.py seed_demo`: idempotent demo data, and printed credentials that work."""
+
+from __future__ import annotations
+
+import re
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+from rest_framework.test import APIClient
+
+from accounts.models import ApiKey, User
+from llm.models import ModelConfig
+from rooms.models import Agent, Room
+from rooms.services import agent_delete
+from sessions.models import Session
+from usage.selectors import credits_for_user
+from usage.services import credits_adjust
+
+pytestmark = pytest.mark.django_db
+
+DEMO_EMAIL = "demo@pantheon.local"
+ADMIN_EMAIL = "admin@pantheon.local"
+
+
+def _seed(*args: str) -> str:
+    out = StringIO()
+    call_command("seed_demo", *args, stdout=out)
+    return out.getvalue()
+
+
+def _printed(label: str, output: str) -> str:
+    match = re.search(rf"^\s*{label}:\s+(\S+)\s*$", output, re.MULTILINE)
+    assert match, output
+    return match.group(1)
+
+
+def _auth_me(key: str):  # type: ignore[no-untyped-def]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client.get("/api/v1/auth/me")
+
+
+def _admin_login(password: str) -> bool:
+    client = Client()
+    response = client.post(
+        "/admin/login/?next=/admin/", {"username": ADMIN_EMAIL, "password": password}
+    )
+    return response.status_code == 302 and "_auth_user_id" in client.session
+
+
+def test_running_twice_leaves_one_of_everything() -> None:
+    _seed()
+    _seed()
+
+    demo = User.objects.get(email=DEMO_EMAIL)
+    assert demo.display_name
+    admin = User.objects.get(email=ADMIN_EMAIL)
+    assert admin.is_staff and admin.is_superuser and admin.is_active
+    assert User.objects.count() == 2
+
+    room = Room.objects.alive().get(owner=demo)
+    assert room.name == "Demo room"
+    assert room.default_mode == "round_table"
+    agents = list(Agent.objects.alive().filter(room=room).order_by("position"))
+    assert [agent.handle for agent in agents] == ["ada", "bo", "cy"]
+    assert {agent.model_id for agent in agents} == {"openai/gpt-4o-mini"}
+    assert len({agent.system_prompt for agent in agents}) == 3
+    assert Session.objects.alive().filter(room=room).count() == 1
+
+    demo_keys = ApiKey.objects.filter(user=demo, name="demo")
+    assert demo_keys.count() == 2
+    assert sum(key.is_usable() for key in demo_keys) == 1
+
+
+def test_the_printed_key_authenticates_and_the_previous_one_is_revoked() -> None:
+    first_key = _printed("API key", _seed())
+    second_key = _printed("API key", _seed())
+
+    assert first_key != second_key
+    response = _auth_me(second_key)
+    assert response.status_code == 200, response.content
+    assert response.json()["email"] == DEMO_EMAIL
+    assert _auth_me(first_key).status_code == 401
+
+
+def test_the_demo_user_has_credits_for_turns_topped_up_on_each_run() -> None:
+    output = _seed()
+    demo = User.objects.get(email=DEMO_EMAIL)
+    assert credits_for_user(demo)["available"] == "100.000000"
+    assert "100.000000 credits" in output
+    credits_adjust(user=demo, amount_micro=-60_000_000, idempotency_key="test-spend")
+    assert credits_for_user(demo)["available"] == "40.000000"
+
+    _seed()
+    _seed()
+
+    assert credits_for_user(demo)["available"] == "100.000000"
+
+
+def test_the_printed_admin_password_logs_in_and_a_rerun_replaces_it() -> None:
+    first_output = _seed()
+    assert _printed("e-mail", first_output) == ADMIN_EMAIL
+    first_password = _printed("password", first_output)
+    second_password = _printed("password", _seed())
+
+    assert first_password != second_password
+    assert _admin_login(second_password)
+    assert not _admin_login(first_password)
+
+
+def test_a_deleted_demo_agent_is_recreated() -> None:
+    _seed()
+    agent_delete(agent=Agent.objects.alive().get(handle="bo"))
+
+    _seed()
+
+    handles = Agent.objects.alive().values_list("handle", flat=True)
+    assert sorted(handles) == ["ada", "bo", "cy"]
+
+
+def test_links_and_curl_examples_use_the_base_url() -> None:
+    output = _seed("--base-url", "http://example.test:9000/")
+
+    session = Session.objects.get()
+    key = _printed("API key", output)
+    assert _printed("URL", output) == "http://example.test:9000/"
+    assert _printed("API docs", output) == "http://example.test:9000/api/docs/"
+    assert f"http://example.test:9000/api/v1/sessions/{session.pk}/turns" in output
+    assert (
+        f'curl -H "Authorization: Bearer {key}" http://example.test:9000/api/v1/auth/me' in output
+    )
+
+
+def test_an_unusable_demo_model_is_a_clear_error_and_writes_nothing() -> None:
+    ModelConfig.objects.filter(pk="openai/gpt-4o-mini").update(is_active=False)
+
+    with pytest.raises(CommandError, match="not an active model"):
+        _seed()
+
+    assert not User.objects.exists()
+    assert not Room.objects.exists()

@@ -1,0 +1,159 @@
+"""Reads for the turn pipeline and the turn endpoints.
+
+History is read from the latest ready summary's boundary on, in a fixed number of queries: the
+cost of preparing a call does not grow with the session's length."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from django.db.models import Count, Prefetch, QuerySet, Sum
+
+from rooms.models import Agent
+from sessions.models import (
+    Message,
+    MessageRole,
+    MessageStatus,
+    SessionSummary,
+    SummaryStatus,
+    Turn,
+    TurnContextAudit,
+    TurnStatus,
+)
+from usage.models import LlmCallEvent
+
+# Turns whose messages are conversation history (a failed turn has no reply worth replaying).
+HISTORY_TURN_STATUSES = (TurnStatus.COMPLETED, TurnStatus.PARTIAL, TurnStatus.INTERRUPTED)
+HISTORY_MESSAGE_STATUSES = (MessageStatus.OK, MessageStatus.INTERRUPTED)
+
+
+@dataclass(frozen=True)
+class SummaryState:
+    ready: SessionSummary | None
+    pending: SessionSummary | None
+
+    @property
+    def boundary(self) -> int:
+        return self.ready.last_turn_covered if self.ready else 0
+
+
+def summary_state_for_session(*, session_id: UUID) -> SummaryState:
+    """The latest ready summary and the pending (or running) one, in one query."""
+    rows = list(
+        SessionSummary.objects.filter(
+            session_id=session_id,
+            status__in=[SummaryStatus.READY, SummaryStatus.PENDING, SummaryStatus.RUNNING],
+        ).order_by("-last_turn_covered")[:2]
+    )
+    ready = next((s for s in rows if s.status == SummaryStatus.READY), None)
+    pending = next((s for s in rows if s.status != SummaryStatus.READY), None)
+    return SummaryState(ready=ready, pending=pending)
+
+
+@dataclass(frozen=True)
+class HistoryMessage:
+    turn_index: int
+    role: str
+    agent_id: UUID | None
+    agent_name: str
+    content: str
+
+
+def history_for_prompt(*, session_id: UUID, after_turn_index: int) -> list[HistoryMessage]:
+    """Messages of the finished turns after the summary boundary, oldest first (one query)."""
+    rows = (
+        Message.objects.filter(
+            session_id=session_id,
+            turn__turn_index__gt=after_turn_index,
+            turn__status__in=HISTORY_TURN_STATUSES,
+            status__in=HISTORY_MESSAGE_STATUSES,
+            role__in=[MessageRole.USER, MessageRole.ASSISTANT],
+        )
+        .order_by("turn__turn_index", "sequence")
+        .values_list("turn__turn_index", "role", "agent_id", "agent__name", "content")
+    )
+    return [
+        HistoryMessage(
+            turn_index=ti, role=role, agent_id=agent_id, agent_name=name or "", content=content
+        )
+        for ti, role, agent_id, name, content in rows
+    ]
+
+
+def active_agents_for_room(*, room_id: UUID) -> list[Agent]:
+    """The room's active agents in `position` order, with their models (one query)."""
+    return list(
+        Agent.objects.filter(room_id=room_id, is_active=True, deleted_at__isnull=True)
+        .select_related("model")
+        .order_by("position", "created_at")
+    )
+
+
+def turns_for_session(*, session_id: UUID) -> QuerySet[Turn]:
+    return Turn.objects.filter(session_id=session_id).order_by("turn_index")
+
+
+def turns_with_details(turns: QuerySet[Turn]) -> list[Turn]:
+    """Turns with messages (and agents), audits and usage totals loaded for the whole page at
+    once: a fixed number of queries however many turns are shown."""
+    page = list(
+        turns.prefetch_related(
+            Prefetch(
+                "messages",
+                queryset=Message.objects.select_related("agent").order_by("sequence", "created_at"),
+            ),
+            Prefetch(
+                "context_audits",
+                queryset=TurnContextAudit.objects.select_related("agent").order_by("created_at"),
+            ),
+        )
+    )
+    totals = _usage_totals([t.id for t in page])
+    for turn in page:
+        turn.usage_totals = totals.get(turn.id, _EMPTY_TOTALS)  # type: ignore[attr-defined]
+    return page
+
+
+_EMPTY_TOTALS: dict[str, Any] = {
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "oe_tokens": 0,
+    "credits_burned": 0,
+    "calls": 0,
+}
+
+
+def _usage_totals(turn_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+    if not turn_ids:
+        return {}
+    totals: dict[UUID, dict[str, Any]] = defaultdict(dict)
+    rows = (
+        LlmCallEvent.objects.filter(turn_id__in=turn_ids)
+        .values("turn_id")
+        .annotate(
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            oe_tokens=Sum("oe_tokens"),
+            credits_burned=Sum("credits_burned"),
+            calls=Count("id"),
+        )
+    )
+    for row in rows:
+        totals[row.pop("turn_id")] = row
+    return totals
+
+
+def turn_get(*, session_id: UUID, turn_index: int) -> Turn | None:
+    page = turns_with_details(Turn.objects.filter(session_id=session_id, turn_index=turn_index))
+    return page[0] if page else None
+
+
+def turn_get_by_id(*, turn_id: UUID) -> Turn:
+    return turns_with_details(Turn.objects.filter(pk=turn_id))[0]
+
+
+def messages_for_session(*, session_id: UUID) -> QuerySet[Message]:
+    return Message.objects.filter(session_id=session_id).select_related("agent", "turn")

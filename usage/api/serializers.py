@@ -1,0 +1,135 @@
+"""Serializers for the usage API: query parameters in, events, ledger entries and summaries
+out. Units: credits as strings with 6 places, USD as decimal strings, OE tokens with 4 places."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounts.api.serializers import CreditsSerializer
+from usage.models import LedgerEntry, LlmCallEvent
+from usage.selectors import format_credits, format_usd
+
+USAGE_DEFAULT_DAYS = 30
+USAGE_MAX_DAYS = 366
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    """`?from=&to=`: UTC days, both inclusive; by default the last 30 days up to today."""
+
+    # `from` is a keyword: the fields are renamed below.
+    date_from = serializers.DateField(required=False, help_text="First day (YYYY-MM-DD).")
+    date_to = serializers.DateField(required=False, help_text="Last day (YYYY-MM-DD).")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        fields["from"] = fields.pop("date_from")
+        fields["to"] = fields.pop("date_to")
+        return fields
+
+    def validate(self, attrs: dict) -> dict:
+        date_to = attrs.pop("to", None) or timezone.now().date()
+        date_from = attrs.pop("from", None) or date_to - timedelta(days=USAGE_DEFAULT_DAYS - 1)
+        if date_from > date_to:
+            raise serializers.ValidationError({"from": ["Must not be after `to`."]})
+        if (date_to - date_from).days + 1 > USAGE_MAX_DAYS:
+            raise serializers.ValidationError(
+                {"from": [f"The range may cover at most {USAGE_MAX_DAYS} days."]}
+            )
+        return {"date_from": date_from, "date_to": date_to}
+
+
+class UsageFiguresSerializer(serializers.Serializer):
+    credits = serializers.CharField(help_text="Credits burned, 6 decimal places.")
+    oe_tokens = serializers.CharField(help_text="Output-equivalent tokens, 4 decimal places.")
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    calls = serializers.IntegerField()
+
+
+class UsageDaySerializer(UsageFiguresSerializer):
+    date = serializers.DateField()
+
+
+class UsageModelSerializer(UsageFiguresSerializer):
+    model = serializers.CharField()
+
+
+class UsageSummarySerializer(serializers.Serializer):
+    """The caller's credits now and their calls in the range, by day and by model."""
+
+    credits = CreditsSerializer()
+    by_day = UsageDaySerializer(many=True)
+    by_model = UsageModelSerializer(many=True)
+
+
+class LlmCallEventSerializer(serializers.ModelSerializer):
+    """One call: `input_tokens` and `output_tokens` are the provider's totals; cached,
+    cache-write and reasoning tokens are parts of them."""
+
+    pricing_version = serializers.SerializerMethodField()
+    cost_usd = serializers.SerializerMethodField()
+    oe_tokens = serializers.DecimalField(max_digits=20, decimal_places=4, read_only=True)
+    credits_burned = serializers.SerializerMethodField()
+
+    class Meta:
+        model = LlmCallEvent
+        fields = (
+            "id",
+            "created_at",
+            "purpose",
+            "status",
+            "error_code",
+            "model",
+            "session_id",
+            "turn_id",
+            "agent_id",
+            "input_tokens",
+            "cached_input_tokens",
+            "cache_write_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+            "usage_source",
+            "latency_ms",
+            "pricing_version",
+            "cost_usd",
+            "oe_tokens",
+            "credits_burned",
+        )
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField(allow_null=True, help_text="Its label."))
+    def get_pricing_version(self, event: LlmCallEvent) -> str | None:
+        return event.pricing_version.label if event.pricing_version_id else None
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_cost_usd(self, event: LlmCallEvent) -> str:
+        return format_usd(event.cost_usd)
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_credits_burned(self, event: LlmCallEvent) -> str:
+        return format_credits(event.credits_burned)
+
+
+class LedgerEntrySerializer(serializers.ModelSerializer):
+    """One ledger entry: `amount` is signed (grants and refunds positive, burns negative)."""
+
+    amount = serializers.SerializerMethodField()
+    balance_after = serializers.SerializerMethodField()
+
+    class Meta:
+        model = LedgerEntry
+        fields = ("id", "created_at", "kind", "amount", "balance_after", "event_id", "note")
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_amount(self, entry: LedgerEntry) -> str:
+        return format_credits(entry.amount_micro)
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_balance_after(self, entry: LedgerEntry) -> str:
+        return format_credits(entry.balance_after_micro)

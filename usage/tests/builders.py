@@ -1,0 +1,55 @@
+"""Test builders for usage: funded users and recorded calls, made through the real services."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from django.utils import timezone
+
+from usage.models import LlmCallEvent
+from usage.services import call_event_record, credits_grant
+
+_seq = itertools.count(1)
+
+# In the v1 pricing migration. Sonnet 4: $3 in, $15 out, $0.30 cached, $3.75 cache write per 1M
+# (the product spec's worked example); GPT-4o mini: $0.15 in, $0.60 out, $0.075 cached.
+SONNET = "anthropic/claude-sonnet-4"
+MINI = "openai/gpt-4o-mini"
+
+# The worked example: 2,000 uncached + 8,000 cached + 2,000 cache-write input tokens, 600
+# visible + 400 reasoning output tokens → $0.0309, 2,060 OE tokens, 3,090,000 micro-credits.
+WORKED_EXAMPLE_USAGE = {
+    "prompt_tokens": 12_000,
+    "completion_tokens": 1_000,
+    "cached_tokens": 8_000,
+    "cache_write_tokens": 2_000,
+    "reasoning_tokens": 400,
+}
+WORKED_EXAMPLE_MICRO = 3_090_000
+
+
+def grant(user: Any, micro: int) -> None:
+    credits_grant(user=user, amount_micro=micro, idempotency_key=f"test-grant:{next(_seq)}")
+
+
+def record(user: Any, **overrides: Any) -> LlmCallEvent:
+    """Record one call (by default: the worked example on Sonnet 4, status ok, no
+    reservation)."""
+    fields: dict[str, Any] = {
+        "user": user,
+        "reservation": None,
+        "purpose": "agent_reply",
+        "provider": "openrouter",
+        "model_id": SONNET,
+        "status": "ok",
+        "started_at": timezone.now(),
+        "latency_ms": 120,
+        "time_to_first_token_ms": 40,
+        **WORKED_EXAMPLE_USAGE,
+        "usage_source": "provider",
+        "generation_id": None,
+        "idempotency_key": f"test-call:{next(_seq)}",
+    }
+    fields.update(overrides)
+    return call_event_record(**fields)
