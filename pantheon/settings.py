@@ -196,7 +196,8 @@ PANTHEON_THROTTLE_TURNS = env.str("PANTHEON_THROTTLE_TURNS", default="60/min")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.BearerAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["pantheon.api.parsers.JSONParser"],
+    "DEFAULT_METADATA_CLASS": "pantheon.api.metadata.MinimalMetadata",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "pantheon.api.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
@@ -220,6 +221,17 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "LlmCallStatusEnum": "usage.models.CallStatus",
+        "LlmCallPurposeEnum": "usage.models.CallPurpose",
+        "LedgerKindEnum": "usage.models.LedgerKind",
+        "UsageSourceEnum": "usage.models.UsageSource",
+        "TurnModeEnum": "rooms.models.TurnMode",
+        "TurnStatusEnum": "sessions.models.TurnStatus",
+        "MessageStatusEnum": "sessions.models.MessageStatus",
+        "MessageRoleEnum": "sessions.models.MessageRole",
+        "SummaryStatusEnum": "sessions.models.SummaryStatus",
+    },
     # The docs page works offline: Swagger UI is served from our own static files.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -285,3 +297,17 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "sweep-pending-summaries": {
+        "task": "sessions.tasks.sweep_pending_summaries",
+        "schedule": env.float("SWEEP_SUMMARIES_EVERY_SECONDS", default=60.0),
+    },
+    "sweep-stale-turns": {
+        "task": "sessions.tasks.sweep_stale_turns",
+        "schedule": env.float("SWEEP_STALE_TURNS_EVERY_SECONDS", default=60.0),
+    },
+    "expire-reservations": {
+        "task": "usage.expire_reservations",
+        "schedule": env.float("EXPIRE_RESERVATIONS_EVERY_SECONDS", default=300.0),
+    },
+}

@@ -2,8 +2,17 @@
 
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 
+from accounts.api.views import MeView
+from llm.api.views import ModelListView
 from pantheon.api.views import DocsView, HealthView, NotFoundView, SchemaView
+from usage.selectors import credits_for_user, current_prices
+
+# The composition root: `accounts` and `llm` know nothing of `usage` (dependencies run one way),
+# so the project wires the caller's credits into `auth/me` and current prices into `models`.
+MeView.credits_for = credits_for_user
+ModelListView.prices_for = current_prices
 
 api_v1 = [
     path("health", HealthView.as_view(), name="health"),
@@ -15,6 +24,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/api/docs/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SchemaView.as_view(), name="schema"),

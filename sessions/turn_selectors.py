@@ -157,3 +157,12 @@ def turn_get_by_id(*, turn_id: UUID) -> Turn:
 
 def messages_for_session(*, session_id: UUID) -> QuerySet[Message]:
     return Message.objects.filter(session_id=session_id).select_related("agent", "turn")
+
+
+def summary_latest(*, session_id: UUID) -> SessionSummary | None:
+    """The newest summary of a session, whatever its status."""
+    return (
+        SessionSummary.objects.filter(session_id=session_id)
+        .order_by("-last_turn_covered", "-created_at")
+        .first()
+    )

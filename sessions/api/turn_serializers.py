@@ -11,7 +11,7 @@ from rest_framework import serializers
 
 from rooms.api.fields import StrictCharField
 from rooms.models import TurnMode
-from sessions.models import Message, MessageRole, Turn
+from sessions.models import Message, MessageRole, SessionSummary, Turn
 
 
 class TurnCreateSerializer(serializers.Serializer):
@@ -169,3 +169,35 @@ class TurnSerializer(serializers.ModelSerializer):
         if data.get("routing") is None:
             data.pop("routing", None)
         return data
+
+
+class SummaryItemSerializer(serializers.Serializer):
+    text = serializers.CharField()
+    turns = serializers.ListField(child=serializers.IntegerField())
+
+
+class SessionSummarySerializer(serializers.ModelSerializer):
+    session_id = serializers.UUIDField()
+    key_facts = SummaryItemSerializer(many=True)
+    decisions = SummaryItemSerializer(many=True)
+    open_questions = SummaryItemSerializer(many=True)
+    action_items = SummaryItemSerializer(many=True)
+
+    class Meta:
+        model = SessionSummary
+        fields = (
+            "id",
+            "session_id",
+            "status",
+            "last_turn_covered",
+            "summary_text",
+            "key_facts",
+            "decisions",
+            "open_questions",
+            "action_items",
+            "model",
+            "error_code",
+            "created_at",
+            "updated_at",
+            "completed_at",
+        )

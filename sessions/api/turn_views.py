@@ -16,7 +16,12 @@ from pantheon.api.schema import ErrorSerializer
 from pantheon.api.throttling import TurnCreateThrottle, UserThrottle
 from pantheon.errors import ApplicationError
 from sessions import turn_selectors
-from sessions.api.turn_serializers import MessageSerializer, TurnCreateSerializer, TurnSerializer
+from sessions.api.turn_serializers import (
+    MessageSerializer,
+    SessionSummarySerializer,
+    TurnCreateSerializer,
+    TurnSerializer,
+)
 from sessions.selectors import session_get_for_user
 from sessions.services.turns import request_fingerprint, turn_run
 
@@ -132,3 +137,15 @@ class MessageListView(APIView):
             turn_selectors.messages_for_session(session_id=session.id), request, view=self
         )
         return paginator.get_paginated_response(MessageSerializer(page, many=True).data)
+
+
+class SessionSummaryView(APIView):
+    @extend_schema(operation_id="sessions_summary", responses={200: SessionSummarySerializer})
+    def get(self, request: Request, session_id: UUID) -> Response:
+        session = session_get_for_user(user=request.user, session_id=session_id)
+        summary = turn_selectors.summary_latest(session_id=session.id)
+        if summary is None:
+            raise ApplicationError(
+                "This session has no summary yet.", code="not_found", status_code=404
+            )
+        return Response(SessionSummarySerializer(summary).data)

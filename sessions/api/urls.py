@@ -1,6 +1,11 @@
 from django.urls import path
 
-from sessions.api.turn_views import MessageListView, TurnDetailView, TurnListCreateView
+from sessions.api.turn_views import (
+    MessageListView,
+    SessionSummaryView,
+    TurnDetailView,
+    TurnListCreateView,
+)
 from sessions.api.views import SessionDetailView, SessionListCreateView
 
 urlpatterns = [
@@ -21,4 +26,9 @@ urlpatterns = [
         name="session-turn",
     ),
     path("sessions/<uuid:session_id>/messages", MessageListView.as_view(), name="session-messages"),
+    path(
+        "sessions/<uuid:session_id>/summary",
+        SessionSummaryView.as_view(),
+        name="session-summary",
+    ),
 ]

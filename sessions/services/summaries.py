@@ -24,7 +24,14 @@ from llm import tokenizer
 from llm.gateway import ChatMessage, GatewayRequest
 from llm.models import ModelConfig
 from sessions import turn_selectors
-from sessions.models import Message, MessageRole, MessageStatus, SessionSummary, SummaryStatus
+from sessions.models import (
+    Message,
+    MessageRole,
+    MessageStatus,
+    Session,
+    SessionSummary,
+    SummaryStatus,
+)
 from sessions.services.calls import call_event_write, provider_call
 from usage.services import InsufficientCredits, credits_reserve
 
@@ -324,3 +331,73 @@ def summaries_due(*, older_than_seconds: int = 30) -> list[UUID]:
         updated_at__lt=now - timedelta(seconds=CLAIM_LEASE_SECONDS),
     )
     return list(pending.values_list("id", flat=True)) + list(abandoned.values_list("id", flat=True))
+
+
+@dataclass(frozen=True)
+class BackfillItem:
+    session_id: UUID
+    reason: str  # missing | failed | unstructured
+    cover_to: int
+
+
+def summary_backfill_candidates(
+    *, after_id: UUID | None, limit: int
+) -> tuple[list[BackfillItem], UUID | None]:
+    """One batch of sessions (by primary key, never OFFSET) whose summary is missing, failed or
+    unstructured, with the turn it should cover. Returns the items and the last id scanned."""
+    keep = settings.CONTEXT_RECENT_TURNS_TO_KEEP
+    sessions = Session.objects.filter(deleted_at__isnull=True).order_by("id")
+    if after_id is not None:
+        sessions = sessions.filter(id__gt=after_id)
+    batch = list(sessions.values_list("id", "turn_counter")[:limit])
+    if not batch:
+        return [], None
+    latest: dict[UUID, SessionSummary] = {}
+    for summary in SessionSummary.objects.filter(session_id__in=[b[0] for b in batch]).order_by(
+        "session_id", "-last_turn_covered"
+    ):
+        latest.setdefault(summary.session_id, summary)
+    items = []
+    for session_id, counter in batch:
+        summary = latest.get(session_id)
+        cover_to = counter - keep
+        if summary is None:
+            if cover_to > 0:
+                items.append(BackfillItem(session_id, "missing", cover_to))
+        elif summary.status == SummaryStatus.FAILED:
+            items.append(BackfillItem(session_id, "failed", summary.last_turn_covered))
+        elif summary.status == SummaryStatus.READY and not any(
+            getattr(summary, name) for name in LIST_FIELDS
+        ):
+            items.append(BackfillItem(session_id, "unstructured", summary.last_turn_covered))
+    return items, batch[-1][0]
+
+
+def summary_backfill_prepare(*, item: BackfillItem) -> UUID | None:
+    """Make the summary of one backfill item pending again (or new). None when another process
+    already did (idempotent)."""
+    with transaction.atomic():
+        session = Session.objects.select_for_update(no_key=True).get(pk=item.session_id)
+        if SessionSummary.objects.filter(
+            session=session, status__in=[SummaryStatus.PENDING, SummaryStatus.RUNNING]
+        ).exists():
+            return None
+        existing = SessionSummary.objects.filter(
+            session=session, last_turn_covered=item.cover_to
+        ).first()
+        if existing is None:
+            return SessionSummary.objects.create(
+                session=session,
+                last_turn_covered=item.cover_to,
+                status=SummaryStatus.PENDING,
+                model=settings.SUMMARY_MODEL,
+            ).id
+        if existing.status == SummaryStatus.READY and any(
+            getattr(existing, name) for name in LIST_FIELDS
+        ):
+            return None  # already done by an earlier run
+        existing.status = SummaryStatus.PENDING
+        existing.model = settings.SUMMARY_MODEL
+        existing.error_code = ""
+        existing.save(update_fields=["status", "model", "error_code", "updated_at"])
+        return existing.id

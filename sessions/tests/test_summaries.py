@@ -1,0 +1,253 @@
+"""Structured session summaries: a real Celery worker on the real Redis broker, the sweep after a
+broker outage, duplicate deliveries, invalid output, and the backfill command."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+
+from pantheon.celery import app as celery_app
+from pantheon.testing.stub_llm import StubReply
+from sessions.models import SessionSummary
+from sessions.services.summaries import summary_generate
+from sessions.tasks import summarize_session, sweep_pending_summaries
+from sessions.tests.test_turns_api import Setup, _roles_and_contents, _setup
+from usage.models import LlmCallEvent
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+ROOT = Path(__file__).resolve().parents[2]
+SUMMARY_MODEL = "openai/gpt-4o-mini"
+AGENT_MODEL = "openai/gpt-4o"  # another model, so scripted summary answers are keyed apart
+
+# Cites turn 1 only, so it is valid for any covered range.
+GOOD_SUMMARY = {
+    "summary_text": "The user opened with warm-up questions about the launch plan.",
+    "key_facts": [{"text": "The launch is planned for spring.", "turns": [1]}],
+    "decisions": [{"text": "Start with the EU market.", "turns": [1]}],
+    "open_questions": [{"text": "Which price tier first?", "turns": [1]}],
+    "action_items": [{"text": "Draft the press release.", "turns": [1]}],
+}
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture
+def worker(llm_stub, transactional_db) -> Iterator[subprocess.Popen[bytes]]:  # type: ignore[no-untyped-def]
+    """A real `celery worker` process on the real broker, using this test database and stub."""
+    db = settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "OPENROUTER_BASE_URL": llm_stub.url,
+        "OPENROUTER_API_KEY": "sk-test",
+        "LLM_READ_TIMEOUT_SECONDS": "5",
+        "DATABASE_CONN_MAX_AGE": "0",
+    }
+    celery_app.control.purge()
+    log = open(ROOT / "artifacts" / "celery-worker.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "pantheon",
+            "worker",
+            "-Q",
+            "default",
+            "--pool",
+            "solo",
+            "-l",
+            "info",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"test-{os.getpid()}@%h",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for(lambda: bool(celery_app.control.ping(timeout=0.5)), timeout=60)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        connection.close()
+
+
+@pytest.fixture(autouse=True)
+def _artifacts() -> None:
+    (ROOT / "artifacts").mkdir(exist_ok=True)
+
+
+def _run_turns(s: Setup, count: int) -> list[dict[str, Any]]:
+    bodies = []
+    for i in range(1, count + 1):
+        response = s.post(f"question {i} about the launch")
+        assert response.status_code == 201, response.content
+        bodies.append(response.json())
+    return bodies
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_worker_writes_the_summary_and_the_next_prompt_uses_it(worker, llm_stub) -> None:  # type: ignore[no-untyped-def]
+    s = _setup(model_id=AGENT_MODEL)
+    llm_stub.enqueue(StubReply(json=GOOD_SUMMARY), model=SUMMARY_MODEL)
+    bodies = _run_turns(s, 8)  # turn 8 crosses the mandatory summary trigger
+    assert "summary_requested" in bodies[-1]["context"][0]["actions"]
+    _wait_for(lambda: SessionSummary.objects.filter(session=s.session, status="ready").exists())
+    summary = SessionSummary.objects.get(session=s.session)
+    assert summary.last_turn_covered == 3
+    assert summary.summary_text == GOOD_SUMMARY["summary_text"]
+    assert summary.key_facts == GOOD_SUMMARY["key_facts"]
+    assert summary.action_items == GOOD_SUMMARY["action_items"]
+    assert summary.model == SUMMARY_MODEL
+    event = LlmCallEvent.objects.get(pk=summary.call_event_id)
+    assert event.purpose == "summary" and event.user_id == s.user.id
+    assert event.session_id == s.session.id and event.credits_burned > 0
+    summary_request = next(r for r in llm_stub.requests if r.model == SUMMARY_MODEL)
+    assert summary_request.body["response_format"]["type"] == "json_schema"
+    assert "question 3 about the launch" in str(summary_request.body["messages"])
+    assert "question 4 about the launch" not in str(summary_request.body["messages"])
+
+    response = s.post("question 9 about the launch")
+    assert response.status_code == 201
+    sent = _roles_and_contents(llm_stub.requests[-1])
+    assert sent[1][0] == "system" and GOOD_SUMMARY["summary_text"] in sent[1][1]
+    contents = " ".join(c for _, c in sent)
+    for covered in (1, 2, 3):
+        assert f"question {covered} about" not in contents
+    for kept in (4, 5, 6, 7, 8, 9):
+        assert f"question {kept} about" in contents
+    api = s.client.get(f"/api/v1/sessions/{s.session.id}/summary").json()
+    assert api["status"] == "ready" and api["last_turn_covered"] == 3
+    assert api["decisions"] == GOOD_SUMMARY["decisions"]
+
+
+def _switch_broker(url: str) -> None:
+    """Point this process's producer at another broker URL (drops cached connections)."""
+    celery_app.pool.force_close_all()
+    celery_app.conf.broker_url = url
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_broker_down_at_commit_then_the_sweep_completes_it(worker, llm_stub) -> None:  # type: ignore[no-untyped-def]
+    s = _setup(model_id=AGENT_MODEL)
+    llm_stub.enqueue(StubReply(json=GOOD_SUMMARY), model=SUMMARY_MODEL)
+    _run_turns(s, 7)
+    real_url = celery_app.conf.broker_url
+    _switch_broker("redis://127.0.0.1:1/0")  # nothing listens there
+    try:
+        started = time.monotonic()
+        response = s.post("question 8 about the launch")
+        assert response.status_code == 201
+        assert time.monotonic() - started < 15  # a down broker never stalls a request
+    finally:
+        _switch_broker(real_url)
+    time.sleep(3)  # a worker would have had time; nothing reached it
+    summary = SessionSummary.objects.get(session=s.session)
+    assert summary.status == "pending"
+    SessionSummary.objects.filter(pk=summary.pk).update(
+        updated_at=summary.updated_at.replace(year=2020)
+    )
+    assert sweep_pending_summaries() == 1
+    _wait_for(lambda: SessionSummary.objects.filter(pk=summary.pk, status="ready").exists())
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_duplicate_delivery_writes_one_summary_and_one_bill(worker, llm_stub) -> None:  # type: ignore[no-untyped-def]
+    s = _setup(model_id=AGENT_MODEL)
+    _run_turns(s, 5)
+    summary = SessionSummary.objects.create(
+        session=s.session, last_turn_covered=1, status="pending", model=SUMMARY_MODEL
+    )
+    llm_stub.enqueue(StubReply(json=GOOD_SUMMARY, delay=0.5), model=SUMMARY_MODEL, times=2)
+    summarize_session.delay(str(summary.id))
+    summarize_session.delay(str(summary.id))
+    _wait_for(lambda: SessionSummary.objects.filter(pk=summary.pk, status="ready").exists())
+    time.sleep(2)  # let the duplicate be processed too
+    assert SessionSummary.objects.filter(session=s.session).count() == 1
+    assert LlmCallEvent.objects.filter(session_id=s.session.id, purpose="summary").count() == 1
+    assert len([r for r in llm_stub.requests if r.model == SUMMARY_MODEL]) == 1
+
+
+def test_invalid_output_twice_fails_and_never_reaches_a_prompt(db, llm_stub) -> None:  # type: ignore[no-untyped-def]
+    s = _setup(model_id=AGENT_MODEL)
+    _run_turns(s, 5)
+    summary = SessionSummary.objects.create(
+        session=s.session, last_turn_covered=1, status="pending", model=SUMMARY_MODEL
+    )
+    bad = {**GOOD_SUMMARY, "key_facts": [{"text": "From the future.", "turns": [42]}]}
+    llm_stub.enqueue(StubReply(json=bad), model=SUMMARY_MODEL, times=2)
+    assert summary_generate(summary_id=summary.id) == "failed"
+    summary.refresh_from_db()
+    assert summary.status == "failed" and summary.error_code == "invalid_structured_output"
+    requests = [r for r in llm_stub.requests if r.model == SUMMARY_MODEL]
+    assert len(requests) == 2
+    assert "turns [42]" in requests[1].body["messages"][-1]["content"]  # the corrective re-prompt
+    assert LlmCallEvent.objects.filter(session_id=s.session.id, purpose="summary").count() == 2
+    # Nothing of it is prompt content; the full history is.
+    assert s.post("question 6 about the launch").status_code == 201
+    contents = " ".join(c for _, c in _roles_and_contents(llm_stub.requests[-1]))
+    assert "From the future" not in contents and GOOD_SUMMARY["summary_text"] not in contents
+    assert "question 1 about the launch" in contents
+
+
+def test_backfill_dry_run_changes_nothing_and_twice_does_the_work_once(db, llm_stub) -> None:  # type: ignore[no-untyped-def]
+    s = _setup(model_id=AGENT_MODEL)
+    _run_turns(s, 6)  # below the mandatory turn: no summary yet
+    assert not SessionSummary.objects.exists()
+    out = io.StringIO()
+    call_command("backfill_summaries", "--dry-run", stdout=out)
+    assert "would summarize session" in out.getvalue()
+    assert not SessionSummary.objects.exists()
+    llm_stub.enqueue(StubReply(json=GOOD_SUMMARY), model=SUMMARY_MODEL)
+    call_command("backfill_summaries", stdout=io.StringIO())
+    summary = SessionSummary.objects.get(session=s.session)
+    assert summary.status == "ready" and summary.last_turn_covered == 2
+    calls = LlmCallEvent.objects.filter(purpose="summary").count()
+    out = io.StringIO()
+    call_command("backfill_summaries", stdout=out)
+    assert "summarized 0" in out.getvalue()
+    assert LlmCallEvent.objects.filter(purpose="summary").count() == calls == 1
+
+
+def test_summary_endpoint_is_404_before_any_summary(db, llm_stub, other_client) -> None:  # type: ignore[no-untyped-def]
+    s = _setup()
+    url = f"/api/v1/sessions/{s.session.id}/summary"
+    response = s.client.get(url)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    SessionSummary.objects.create(session=s.session, last_turn_covered=1, status="pending")
+    assert s.client.get(url).json()["status"] == "pending"
+    other, _ = other_client
+    assert other.get(url).status_code == 404
