@@ -1,6 +1,12 @@
 """Staff admin for usage: call events and the ledger are read-only records; credit accounts
 are changed only through the ledger (the grant action); published pricing versions are
-read-only (a new version is published instead)."""
+read-only (a new version is published instead).
+
+Changelists show the totals of the filtered set (one aggregate query over the changelist's own
+queryset) and load related rows with the page, so their query count does not grow with the rows
+shown. Call events name rooms, sessions, turns and agents by plain UUID columns: they link to
+those objects by URL, without loading them. The usage dashboard lives under the call events
+(`/admin/usage/llmcallevent/dashboard/`, linked from the admin index)."""
 
 from __future__ import annotations
 
@@ -10,11 +16,14 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.utils.html import format_html
 
 from pantheon.errors import ApplicationError
+from usage.dashboard import usage_dashboard_view
 from usage.metering import MICRO_PER_CREDIT
 from usage.models import (
     CreditAccount,
@@ -24,7 +33,12 @@ from usage.models import (
     PricingStatus,
     PricingVersion,
 )
-from usage.selectors import format_credits
+from usage.selectors import (
+    call_event_totals,
+    credit_account_totals,
+    format_credits,
+    ledger_totals,
+)
 from usage.services import (
     credits_grant,
     pricing_version_activate,
@@ -47,53 +61,245 @@ class _ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+def change_link(viewname: str, pk: Any, text: Any) -> str:
+    """A link to an admin change page by primary key alone (no row is loaded): "-" for no pk."""
+    if pk is None:
+        return "-"
+    try:
+        url = reverse(f"admin:{viewname}_change", args=[pk])
+    except NoReverseMatch:
+        return str(text)
+    return format_html('<a href="{}">{}</a>', url, text)
+
+
+def changelist_link(viewname: str, text: str, **filters: Any) -> str:
+    """A link to an admin changelist narrowed by `filters` (plain field lookups)."""
+    query = "&".join(f"{name}={value}" for name, value in filters.items())
+    url = reverse(f"admin:{viewname}_changelist")
+    return format_html('<a href="{}?{}">{}</a>', url, query, text)
+
+
+class _TotalsChangeListMixin:
+    """Adds `totals` — computed by `totals_of` over the changelist's filtered queryset, in one
+    query — to the changelist's context; the change_list.html override renders them."""
+
+    def totals_of(self, queryset: QuerySet[Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)  # type: ignore[misc]
+        context = getattr(response, "context_data", None)
+        # A redirect (bad filter parameters) or an action's response has no changelist.
+        if context is not None and context.get("cl") is not None:
+            context["totals"] = self.totals_of(context["cl"].queryset)
+        return response
+
+
 @admin.register(LlmCallEvent)
-class LlmCallEventAdmin(_ReadOnlyAdmin):
+class LlmCallEventAdmin(_TotalsChangeListMixin, _ReadOnlyAdmin):
     list_display = (
         "created_at",
-        "user",
+        "user_link",
         "purpose",
         "model",
         "status",
+        "error_code",
+        "latency_ms",
         "input_tokens",
         "output_tokens",
+        "oe",
         "credits",
-        "pricing_version",
+        "turn_link",
     )
     list_filter = ("purpose", "status", "model", "pricing_version", "usage_source")
     date_hierarchy = "created_at"
-    search_fields = ("user__email", "=session_id", "=turn_id", "=generation_id")
+    search_fields = (
+        "user__email",
+        "=session_id",
+        "=turn_id",
+        "=agent_id",
+        "=room_id",
+        "=generation_id",
+    )
     list_select_related = ("user", "pricing_version")
     raw_id_fields = ("user", "pricing_version")
     ordering = ("-created_at",)
+    fieldsets = (
+        (None, {"fields": ("id", "created_at", "started_at", "user_link", "purpose")}),
+        (
+            "Where",
+            {"fields": ("room_link", "session_link", "turn_link", "agent_link")},
+        ),
+        (
+            "Call",
+            {
+                "fields": (
+                    "provider",
+                    "model",
+                    "status",
+                    "error_code",
+                    "latency_ms",
+                    "time_to_first_token_ms",
+                    "generation_id",
+                    "idempotency_key",
+                )
+            },
+        ),
+        (
+            "Tokens",
+            {
+                "fields": (
+                    "usage_source",
+                    "input_tokens",
+                    "cached_input_tokens",
+                    "cache_write_tokens",
+                    "output_tokens",
+                    "reasoning_tokens",
+                )
+            },
+        ),
+        (
+            "Charge",
+            {
+                "fields": (
+                    "pricing_version",
+                    "price_snapshot",
+                    "cost_usd",
+                    "oe_tokens",
+                    "credits",
+                    "ledger_link",
+                )
+            },
+        ),
+    )
+    readonly_fields = (
+        "user_link",
+        "room_link",
+        "session_link",
+        "turn_link",
+        "agent_link",
+        "credits",
+        "ledger_link",
+    )
+
+    def get_urls(self) -> list[URLPattern]:
+        dashboard = self.admin_site.admin_view(
+            lambda request: usage_dashboard_view(request, model_admin=self)
+        )
+        return [
+            path("dashboard/", dashboard, name="usage_dashboard"),
+            *super().get_urls(),
+        ]
+
+    def totals_of(self, queryset: QuerySet[LlmCallEvent]) -> dict[str, Any]:
+        totals = call_event_totals(queryset)
+        return {
+            "Calls": totals["calls"],
+            "Credits": format_credits(totals["credits"]),
+            "OE tokens": totals["oe"],
+            "Input tokens": totals["input_tokens"],
+            "Output tokens": totals["output_tokens"],
+            "Tokens": totals["input_tokens"] + totals["output_tokens"],
+        }
+
+    @admin.display(description="user", ordering="user__email")
+    def user_link(self, event: LlmCallEvent) -> str:
+        return change_link("accounts_user", event.user_id, event.user)
+
+    @admin.display(description="room")
+    def room_link(self, event: LlmCallEvent) -> str:
+        return change_link("rooms_room", event.room_id, event.room_id)
+
+    @admin.display(description="session")
+    def session_link(self, event: LlmCallEvent) -> str:
+        return change_link("chat_sessions_session", event.session_id, event.session_id)
+
+    @admin.display(description="turn")
+    def turn_link(self, event: LlmCallEvent) -> str:
+        return change_link("chat_sessions_turn", event.turn_id, "turn")
+
+    @admin.display(description="agent")
+    def agent_link(self, event: LlmCallEvent) -> str:
+        return change_link("rooms_agent", event.agent_id, event.agent_id)
+
+    @admin.display(description="OE tokens", ordering="oe_tokens")
+    def oe(self, event: LlmCallEvent) -> str:
+        return str(event.oe_tokens)
 
     @admin.display(description="credits", ordering="credits_burned")
     def credits(self, event: LlmCallEvent) -> str:
         return format_credits(event.credits_burned)
 
+    @admin.display(description="ledger")
+    def ledger_link(self, event: LlmCallEvent) -> str:
+        return changelist_link("usage_ledgerentry", "ledger entries of this call", event=event.pk)
+
+
+class LedgerModelFilter(admin.SimpleListFilter):
+    """The model of the call behind an entry (burns and reprices); the models offered are
+    those of the calls in the ledger (one query)."""
+
+    title = "model"
+    parameter_name = "model"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        models = (
+            LedgerEntry.objects.filter(event__isnull=False)
+            .order_by("event__model")
+            .values_list("event__model", flat=True)
+            .distinct()
+        )
+        return [(model, model) for model in models]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[LedgerEntry]) -> Any:
+        if self.value():
+            return queryset.filter(event__model=self.value())
+        return queryset
+
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(_ReadOnlyAdmin):
+class LedgerEntryAdmin(_TotalsChangeListMixin, _ReadOnlyAdmin):
     list_display = (
         "created_at",
         "account_user",
         "kind",
         "amount",
         "balance_after",
-        "event",
+        "event_model",
+        "event_link",
         "note",
         "created_by",
     )
-    list_filter = ("kind",)
+    list_filter = ("kind", LedgerModelFilter)
     date_hierarchy = "created_at"
     search_fields = ("account__user__email", "=event__session_id", "=idempotency_key")
     list_select_related = ("account__user", "event", "created_by")
     raw_id_fields = ("account", "event", "created_by")
     ordering = ("-created_at",)
 
+    def totals_of(self, queryset: QuerySet[LedgerEntry]) -> dict[str, Any]:
+        totals = ledger_totals(queryset)
+        return {
+            "Entries": totals["entries"],
+            "Net credits": format_credits(totals["net"]),
+            "Credits burned": format_credits(-totals["burned"]),
+            "OE tokens": totals["oe"],
+            "Tokens": totals["input_tokens"] + totals["output_tokens"],
+        }
+
     @admin.display(description="user", ordering="account__user__email")
     def account_user(self, entry: LedgerEntry) -> str:
-        return entry.account.user.email
+        return change_link("accounts_user", entry.account.user_id, entry.account.user.email)
+
+    @admin.display(description="model", ordering="event__model")
+    def event_model(self, entry: LedgerEntry) -> str:
+        return entry.event.model if entry.event_id else "-"
+
+    @admin.display(description="call", ordering="event__created_at")
+    def event_link(self, entry: LedgerEntry) -> str:
+        return change_link("usage_llmcallevent", entry.event_id, "call")
 
     @admin.display(description="amount", ordering="amount_micro")
     def amount(self, entry: LedgerEntry) -> str:
@@ -118,14 +324,38 @@ class GrantCreditsForm(forms.Form):
 
 
 @admin.register(CreditAccount)
-class CreditAccountAdmin(_ReadOnlyAdmin):
-    list_display = ("user", "balance", "reserved", "available", "updated_at")
+class CreditAccountAdmin(_TotalsChangeListMixin, _ReadOnlyAdmin):
+    list_display = ("user_link", "balance", "reserved", "available", "updated_at", "ledger")
     search_fields = ("user__email",)
     list_select_related = ("user",)
     raw_id_fields = ("user",)
-    readonly_fields = ("user", "balance", "reserved", "available", "updated_at")
+    readonly_fields = ("user_link", "balance", "reserved", "available", "updated_at", "ledger")
     fields = readonly_fields
     actions = ("grant_credits",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CreditAccount]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(_available=F("balance_micro") - F("reserved_micro"))
+        )
+
+    def totals_of(self, queryset: QuerySet[CreditAccount]) -> dict[str, Any]:
+        totals = credit_account_totals(queryset)
+        return {
+            "Accounts": totals["accounts"],
+            "Balance": format_credits(totals["balance"]),
+            "Reserved": format_credits(totals["reserved"]),
+            "Available": format_credits(totals["available"]),
+        }
+
+    @admin.display(description="user", ordering="user__email")
+    def user_link(self, account: CreditAccount) -> str:
+        return change_link("accounts_user", account.user_id, account.user)
+
+    @admin.display(description="ledger")
+    def ledger(self, account: CreditAccount) -> str:
+        return changelist_link("usage_ledgerentry", "entries", account=account.pk)
 
     @admin.display(description="balance", ordering="balance_micro")
     def balance(self, account: CreditAccount) -> str:
@@ -135,7 +365,7 @@ class CreditAccountAdmin(_ReadOnlyAdmin):
     def reserved(self, account: CreditAccount) -> str:
         return format_credits(account.reserved_micro)
 
-    @admin.display(description="available")
+    @admin.display(description="available", ordering="_available")
     def available(self, account: CreditAccount) -> str:
         return format_credits(account.available_micro)
 

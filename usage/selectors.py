@@ -12,12 +12,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, F, Q, QuerySet, Subquery, Sum
+from django.db import connection
+from django.db.models import Aggregate, Count, F, FloatField, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from usage.metering import MICRO_PER_CREDIT, Prices
 from usage.models import (
+    CallStatus,
     CreditAccount,
     LedgerEntry,
     LedgerKind,
@@ -332,3 +334,230 @@ def ledger_problems(
             f"reservation {reservation_id}: still active, expired at {expires_at.isoformat()} "
             f"(more than {expiry_margin} ago; is the expiry sweep running?)"
         )
+
+
+# --- staff dashboard -------------------------------------------------------------------------
+
+# Statuses that count as failures in the error rate (a cancelled call was the caller's choice).
+_FAILED_STATUSES = (CallStatus.ERROR, CallStatus.TIMEOUT)
+# Without PostgreSQL's percentile_cont the percentiles are computed in Python over at most this
+# many latencies per query, so the dashboard stays bounded on any database.
+PERCENTILE_PYTHON_ROW_LIMIT = 200_000
+DASHBOARD_MAX_DAYS = 366
+
+
+class _PercentileCont(Aggregate):
+    """PostgreSQL's ordered-set aggregate `percentile_cont(f) WITHIN GROUP (ORDER BY x)`."""
+
+    function = "PERCENTILE_CONT"
+    name = "PercentileCont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression: Any, *, fraction: float, **extra: Any) -> None:
+        # A literal we format ourselves (never user input): the SQL needs a constant here.
+        super().__init__(expression, fraction=f"{float(fraction):.6f}", **extra)
+
+
+def percentile_cont(sorted_values: list[int], fraction: float) -> float | None:
+    """The continuous percentile of ascending values, with the same linear interpolation as
+    PostgreSQL's `percentile_cont`: None for no values."""
+    if not sorted_values:
+        return None
+    position = fraction * (len(sorted_values) - 1)
+    lower = int(position)
+    upper = min(lower + 1, len(sorted_values) - 1)
+    weight = position - lower
+    return sorted_values[lower] + (sorted_values[upper] - sorted_values[lower]) * weight
+
+
+@dataclass(frozen=True)
+class DayUsage:
+    day: date
+    credits_micro: int
+    calls: int
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    """One model's calls in a range: volume, spend, failures and answer latency (ok calls)."""
+
+    model: str
+    calls: int
+    failed: int
+    credits_micro: int
+    oe_tokens: Decimal
+    input_tokens: int
+    output_tokens: int
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+
+    @property
+    def error_rate(self) -> float:
+        return self.failed / self.calls if self.calls else 0.0
+
+
+@dataclass(frozen=True)
+class UserUsage:
+    user_id: Any
+    email: str
+    calls: int
+    credits_micro: int
+
+
+@dataclass(frozen=True)
+class UsageDashboard:
+    """Everything the staff usage dashboard shows for a range of UTC days (both inclusive)."""
+
+    date_from: date
+    date_to: date
+    by_day: list[DayUsage]
+    by_model: list[ModelUsage]
+    top_users: list[UserUsage]
+
+    @property
+    def total_credits_micro(self) -> int:
+        return sum(day.credits_micro for day in self.by_day)
+
+    @property
+    def total_calls(self) -> int:
+        return sum(day.calls for day in self.by_day)
+
+    @property
+    def total_failed(self) -> int:
+        return sum(model.failed for model in self.by_model)
+
+
+def _latency_percentiles(
+    events: QuerySet[LlmCallEvent], fractions: tuple[float, ...]
+) -> dict[str, list[float | None]]:
+    """Per model, the latency percentiles of successful calls: one query either way."""
+    answered = events.filter(status=CallStatus.OK, latency_ms__isnull=False)
+    if connection.vendor == "postgresql":
+        rows = (
+            answered.values("model")
+            .annotate(
+                **{
+                    f"p{n}": _PercentileCont("latency_ms", fraction=fraction)
+                    for n, fraction in enumerate(fractions)
+                }
+            )
+            .order_by()
+        )
+        return {row["model"]: [row[f"p{n}"] for n in range(len(fractions))] for row in rows}
+    latencies: dict[str, list[int]] = {}
+    bounded = answered.order_by("model", "latency_ms").values_list("model", "latency_ms")
+    for model, latency in bounded[:PERCENTILE_PYTHON_ROW_LIMIT]:
+        latencies.setdefault(model, []).append(latency)
+    return {
+        model: [percentile_cont(values, fraction) for fraction in fractions]
+        for model, values in latencies.items()
+    }
+
+
+def usage_dashboard(*, date_from: date, date_to: date, top_users: int = 10) -> UsageDashboard:
+    """Every user's calls between two UTC days (both inclusive): credits burned per day (every
+    day of the range, zeros included), per model (with error rate and p50/p95 latency of the
+    successful calls), and the users who burned the most. A fixed number of queries (four)."""
+    events = events_between(LlmCallEvent.objects.all(), date_from=date_from, date_to=date_to)
+    per_day = {
+        row["day"]: row
+        for row in events.annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(credits=Coalesce(Sum("credits_burned"), 0), calls=Count("id"))
+        .order_by("day")
+    }
+    days = (date_to - date_from).days + 1
+    by_day = []
+    for day in (date_from + timedelta(days=n) for n in range(days)):
+        row = per_day.get(day)
+        by_day.append(
+            DayUsage(
+                day=day,
+                credits_micro=row["credits"] if row else 0,
+                calls=row["calls"] if row else 0,
+            )
+        )
+
+    percentiles = _latency_percentiles(events, (0.5, 0.95))
+    by_model = [
+        ModelUsage(
+            model=row["model"],
+            calls=row["calls"],
+            failed=row["failed"],
+            credits_micro=row["credits"],
+            oe_tokens=Decimal(row["oe"]).quantize(_ZERO_OE),
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            p50_latency_ms=percentiles.get(row["model"], [None, None])[0],
+            p95_latency_ms=percentiles.get(row["model"], [None, None])[1],
+        )
+        for row in events.values("model")
+        .annotate(
+            calls=Count("id"),
+            failed=Count("id", filter=Q(status__in=_FAILED_STATUSES)),
+            credits=Coalesce(Sum("credits_burned"), 0),
+            oe=Coalesce(Sum("oe_tokens"), _ZERO_OE),
+            input_tokens=Coalesce(Sum("input_tokens"), 0),
+            output_tokens=Coalesce(Sum("output_tokens"), 0),
+        )
+        .order_by("-credits", "model")
+    ]
+    users = [
+        UserUsage(
+            user_id=row["user_id"],
+            email=row["user__email"],
+            calls=row["calls"],
+            credits_micro=row["credits"],
+        )
+        for row in events.values("user_id", "user__email")
+        .annotate(calls=Count("id"), credits=Coalesce(Sum("credits_burned"), 0))
+        .order_by("-credits", "user__email")[:top_users]
+    ]
+    return UsageDashboard(
+        date_from=date_from,
+        date_to=date_to,
+        by_day=by_day,
+        by_model=by_model,
+        top_users=users,
+    )
+
+
+def call_event_totals(queryset: QuerySet[LlmCallEvent]) -> dict[str, Any]:
+    """Totals of a set of call events (e.g. an admin changelist's filtered set), one query:
+    calls, micro-credits, OE tokens, input and output tokens."""
+    totals = queryset.order_by().aggregate(
+        calls=Count("id"),
+        credits=Coalesce(Sum("credits_burned"), 0),
+        oe=Coalesce(Sum("oe_tokens"), _ZERO_OE),
+        input_tokens=Coalesce(Sum("input_tokens"), 0),
+        output_tokens=Coalesce(Sum("output_tokens"), 0),
+    )
+    totals["oe"] = Decimal(totals["oe"]).quantize(_ZERO_OE)
+    return totals
+
+
+def ledger_totals(queryset: QuerySet[LedgerEntry]) -> dict[str, Any]:
+    """Totals of a set of ledger entries, one query: entries, the net movement and the burned
+    micro-credits, and the OE tokens and tokens of the calls behind the burns."""
+    totals = queryset.order_by().aggregate(
+        entries=Count("id"),
+        net=Coalesce(Sum("amount_micro"), 0),
+        burned=Coalesce(Sum("amount_micro", filter=Q(kind=LedgerKind.BURN)), 0),
+        oe=Coalesce(Sum("event__oe_tokens"), _ZERO_OE),
+        input_tokens=Coalesce(Sum("event__input_tokens"), 0),
+        output_tokens=Coalesce(Sum("event__output_tokens"), 0),
+    )
+    totals["oe"] = Decimal(totals["oe"]).quantize(_ZERO_OE)
+    return totals
+
+
+def credit_account_totals(queryset: QuerySet[CreditAccount]) -> dict[str, int]:
+    """Summed balance, reserved and available micro-credits of a set of accounts, one query."""
+    totals = queryset.order_by().aggregate(
+        accounts=Count("id"),
+        balance=Coalesce(Sum("balance_micro"), 0),
+        reserved=Coalesce(Sum("reserved_micro"), 0),
+    )
+    totals["available"] = totals["balance"] - totals["reserved"]
+    return totals

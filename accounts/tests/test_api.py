@@ -51,7 +51,13 @@ def test_me_returns_the_caller(owner_client: tuple[APIClient, Any]) -> None:
     owner.save(update_fields=["display_name"])
     response = client.get(ME)
     assert response.status_code == 200
-    assert response.json() == {"id": str(owner.id), "email": owner.email, "display_name": "Ada"}
+    assert response.json() == {
+        "id": str(owner.id),
+        "email": owner.email,
+        "display_name": "Ada",
+        # A new user starts at zero (the project wires usage's credits into auth/me).
+        "credits": {"balance": "0.000000", "reserved": "0.000000", "available": "0.000000"},
+    }
 
 
 def test_me_adds_credits_when_a_provider_is_wired(

@@ -44,7 +44,14 @@ def test_lists_active_models_with_their_limits(owner_client) -> None:
         "context_window": 128_000,
         "max_output_tokens": 16_384,
         "supports_structured_output": True,
-        "prices": {},
+        # The v1 pricing migration's list prices (wired from usage by the project's urls).
+        "prices": {
+            "input": "0.15",
+            "output": "0.60",
+            "cached_input": "0.075",
+            "cache_write": "0.15",
+            "reasoning": "0.60",
+        },
     }
 
 
@@ -95,7 +102,7 @@ def test_hook_given_to_as_view(rf, user) -> None:
 
 def test_query_count_is_constant(owner_client, django_assert_max_num_queries) -> None:
     client, _ = owner_client
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(6):  # auth, count, page, pricing version, prices
         assert client.get("/api/v1/models?limit=200").status_code == 200
 
 

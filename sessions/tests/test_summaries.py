@@ -153,8 +153,10 @@ def test_worker_writes_the_summary_and_the_next_prompt_uses_it(worker, llm_stub)
 
 
 def _switch_broker(url: str) -> None:
-    """Point this process's producer at another broker URL (drops cached connections)."""
-    celery_app.pool.force_close_all()
+    """Point this process's producer at another broker URL. Kombu keeps one connection pool per
+    URL, so switching back finds the original pool again, still open. Celery reads the
+    CELERY_BROKER_URL environment variable before its configuration, so both are set."""
+    os.environ["CELERY_BROKER_URL"] = url
     celery_app.conf.broker_url = url
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
@@ -165,7 +167,7 @@ def test_broker_down_at_commit_then_the_sweep_completes_it(worker, llm_stub) -> 
     s = _setup(model_id=AGENT_MODEL)
     llm_stub.enqueue(StubReply(json=GOOD_SUMMARY), model=SUMMARY_MODEL)
     _run_turns(s, 7)
-    real_url = celery_app.conf.broker_url
+    real_url = celery_app.connection_for_write().as_uri(include_password=True)
     _switch_broker("redis://127.0.0.1:1/0")  # nothing listens there
     try:
         started = time.monotonic()

@@ -424,7 +424,7 @@ def test_thirty_sequential_turns_are_numbered_without_gaps(setup: Setup) -> None
 def test_turns_on_two_sessions_do_not_wait_for_each_other(llm_stub) -> None:  # type: ignore[no-untyped-def]
     s = _setup()
     other_session = factories.make_session(s.room)
-    llm_stub.enqueue(StubReply(text="slow answer", delay=3.0))
+    llm_stub.enqueue(StubReply(text="slow answer", delay=1.5))
     done = threading.Event()
 
     def slow() -> None:
@@ -434,7 +434,7 @@ def test_turns_on_two_sessions_do_not_wait_for_each_other(llm_stub) -> None:  # 
 
     thread = threading.Thread(target=slow)
     thread.start()
-    _wait_for(lambda: Turn.objects.filter(session=s.session, status="running").exists())
+    _wait_for(lambda: len(llm_stub.requests) == 1)  # the slow call is at the provider
     response = s.client.post(
         f"/api/v1/sessions/{other_session.id}/turns", {"input": "fast one"}, format="json"
     )

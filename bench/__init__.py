@@ -1,0 +1,1 @@
+"""Pantheon's benchmark harness: `bash bench/run.sh` (see bench/README.md)."""
