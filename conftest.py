@@ -1,8 +1,9 @@
 """Test-suite plumbing shared by every app.
 
 The suite runs on PostgreSQL and Redis when they are reachable (the README's test command finds
-them). Tests marked `postgres` or `redis` need the real service: without it they are skipped,
-loudly — and under `CI=true` a missing service is a failure, never a skip.
+them). Tests marked `postgres` or `redis` need the real service, and tests marked `browser` need
+Debian's headless Chromium and its driver (`/usr/bin/chromium`, `/usr/bin/chromedriver`): without
+them they are skipped, loudly — and under `CI=true` a missing service is a failure, never a skip.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pantheon.testing import factories
 from pantheon.testing.stub_llm import llm_stub  # noqa: F401  (the stub provider fixture)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 def _is_postgres() -> bool:
@@ -38,6 +41,14 @@ def _redis_reachable() -> bool:
         return False
 
 
+def _browser_available() -> bool:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return False
+    return all(os.access(path, os.X_OK) for path in (CHROMIUM, CHROMEDRIVER))
+
+
 _SKIPPED: dict[str, list[str]] = {}
 
 
@@ -47,6 +58,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         missing["postgres"] = "DATABASE_URL is not PostgreSQL (row locks and concurrency untested)"
     if not _redis_reachable():
         missing["redis"] = "Redis is not reachable (REDIS_URL / CELERY_BROKER_URL)"
+    if not _browser_available():
+        missing["browser"] = (
+            f"headless Chromium is missing ({CHROMIUM}, {CHROMEDRIVER} or selenium): "
+            "apt-get install chromium chromium-driver"
+        )
     if missing and IN_CI:
         raise pytest.UsageError(
             "CI=true but required services are missing: " + "; ".join(missing.values())
@@ -65,7 +81,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
     tr.section("SERVICES MISSING — TESTS SKIPPED", sep="!", red=True, bold=True)
     for marker, nodeids in _SKIPPED.items():
         tr.write_line(f"{len(nodeids)} tests need '{marker}' and did not run.", red=True)
-    tr.write_line("Start PostgreSQL and Redis and run the test command again for a full run.")
+    tr.write_line(
+        "Start PostgreSQL and Redis (and install chromium and chromium-driver) and run the test "
+        "command again for a full run."
+    )
 
 
 # --- fixtures --------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from django.utils.safestring import SafeString
 from rooms.admin import DeletedFilter, RoomAdmin, admin_link
 from rooms.models import Room
 from sessions.models import Message, Session, SessionSummary, Turn, TurnContextAudit
-from usage.admin import change_link, changelist_link
+from usage.admin import SafeLookupsMixin, change_link, changelist_link
 from usage.models import LlmCallEvent
 from usage.selectors import format_credits
 
@@ -35,7 +35,7 @@ RECENT_ROWS = 20
 AUDIT_ACTIONS = ("summary_requested", "summary_used", "pruned", "summary_dropped", "rejected")
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
+class _ReadOnlyAdmin(SafeLookupsMixin, admin.ModelAdmin):
     """Records the turn pipeline writes: staff look, nobody edits."""
 
     show_full_result_count = False
@@ -106,7 +106,7 @@ admin.site.unregister(Room)
 
 
 @admin.register(Room)
-class RoomWithSessionsAdmin(RoomAdmin):
+class RoomWithSessionsAdmin(SafeLookupsMixin, RoomAdmin):
     """The rooms admin, plus the room's latest sessions. Registered here because sessions
     depend on rooms, never the other way round."""
 
@@ -114,8 +114,8 @@ class RoomWithSessionsAdmin(RoomAdmin):
 
     @admin.display(description="sessions (newest first)")
     def recent_sessions(self, room: Room) -> SafeString:
-        if room.pk is None:
-            return format_html("-")
+        if room._state.adding:  # the add page: a new room has no sessions
+            return SafeString("-")
         sessions = list(
             Session.objects.filter(room=room)
             .select_related("created_by")
@@ -140,7 +140,7 @@ class RoomWithSessionsAdmin(RoomAdmin):
 
 
 @admin.register(Session)
-class SessionAdmin(admin.ModelAdmin):
+class SessionAdmin(SafeLookupsMixin, admin.ModelAdmin):
     list_display = (
         "__str__",
         "room_link",

@@ -16,6 +16,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -46,7 +47,17 @@ from usage.services import (
 )
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
+class SafeLookupsMixin:
+    """PostgreSQL refuses NUL bytes in text: a filter or search value carrying one is an
+    invalid lookup (the admin's usual redirect), never a database error."""
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        if any("\x00" in value for _, values in request.GET.lists() for value in values):
+            raise IncorrectLookupParameters("a query parameter contains a NUL byte")
+        return super().get_changelist_instance(request)  # type: ignore[misc]
+
+
+class _ReadOnlyAdmin(SafeLookupsMixin, admin.ModelAdmin):
     """Audit-like records: staff look, nobody edits."""
 
     show_full_result_count = False
@@ -434,7 +445,7 @@ class ModelPriceInline(admin.TabularInline):
 
 
 @admin.register(PricingVersion)
-class PricingVersionAdmin(admin.ModelAdmin):
+class PricingVersionAdmin(SafeLookupsMixin, admin.ModelAdmin):
     """Drafts are prepared here and published with the action; published versions are
     read-only (publish a new version, e.g. with `manage.py publish_pricing`)."""
 

@@ -9,7 +9,7 @@ answered with the form's message (400), never a 500.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from django import forms
@@ -45,7 +45,9 @@ class DashboardRangeForm(forms.Form):
         if self.errors:
             return cleaned
         date_to = cleaned.get("date_to") or self.today
-        date_from = cleaned.get("date_from") or date_to - timedelta(days=DEFAULT_DAYS - 1)
+        # Ordinals, not date arithmetic: near date.min a subtraction would overflow.
+        default_from = date.fromordinal(max(1, date_to.toordinal() - (DEFAULT_DAYS - 1)))
+        date_from = cleaned.get("date_from") or default_from
         if date_from > date_to:
             raise forms.ValidationError("The start date must not be after the end date.")
         if (date_to - date_from).days + 1 > DASHBOARD_MAX_DAYS:

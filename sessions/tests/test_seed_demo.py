@@ -11,10 +11,11 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, User
-from llm.models import ModelConfig
+from llm.models import ModelConfig, Provider
 from rooms.models import Agent, Room
 from rooms.services import agent_delete
-from sessions.models import Session
+from sessions.models import Message, Session, SessionSummary, Turn, TurnContextAudit
+from usage.models import LlmCallEvent
 from usage.selectors import credits_for_user
 from usage.services import credits_adjust
 
@@ -60,14 +61,17 @@ def test_running_twice_leaves_one_of_everything() -> None:
     assert admin.is_staff and admin.is_superuser and admin.is_active
     assert User.objects.count() == 2
 
-    room = Room.objects.alive().get(owner=demo)
-    assert room.name == "Demo room"
+    assert set(Room.objects.alive().filter(owner=demo).values_list("name", flat=True)) == {
+        "Demo room",
+        "Demo room: failures",
+    }
+    room = Room.objects.alive().get(owner=demo, name="Demo room")
     assert room.default_mode == "round_table"
     agents = list(Agent.objects.alive().filter(room=room).order_by("position"))
     assert [agent.handle for agent in agents] == ["ada", "bo", "cy"]
     assert {agent.model_id for agent in agents} == {"openai/gpt-4o-mini"}
     assert len({agent.system_prompt for agent in agents}) == 3
-    assert Session.objects.alive().filter(room=room).count() == 1
+    assert Session.objects.alive().filter(room=room, title="Demo session").count() == 1
 
     demo_keys = ApiKey.objects.filter(user=demo, name="demo")
     assert demo_keys.count() == 2
@@ -116,14 +120,14 @@ def test_a_deleted_demo_agent_is_recreated() -> None:
 
     _seed()
 
-    handles = Agent.objects.alive().values_list("handle", flat=True)
+    handles = Agent.objects.alive().filter(room__name="Demo room").values_list("handle", flat=True)
     assert sorted(handles) == ["ada", "bo", "cy"]
 
 
 def test_links_and_curl_examples_use_the_base_url() -> None:
     output = _seed("--base-url", "http://example.test:9000/")
 
-    session = Session.objects.get()
+    session = Session.objects.get(title="Demo session")
     key = _printed("API key", output)
     assert _printed("URL", output) == "http://example.test:9000/"
     assert _printed("API docs", output) == "http://example.test:9000/api/docs/"
@@ -141,3 +145,81 @@ def test_an_unusable_demo_model_is_a_clear_error_and_writes_nothing() -> None:
 
     assert not User.objects.exists()
     assert not Room.objects.exists()
+
+
+# --- the history for the staff console ------------------------------------------------------
+
+
+def _history_counts() -> tuple[int, ...]:
+    return tuple(
+        model.objects.count()
+        for model in (Session, Turn, Message, TurnContextAudit, SessionSummary, LlmCallEvent)
+    )
+
+
+def test_history_has_every_mode_a_rejection_a_failed_agent_and_a_summary() -> None:
+    output = _seed()
+
+    assert "History:    5 demo session(s) played now" in output
+    turns = Turn.objects.select_related("session")
+    modes = {turn.mode for turn in turns}
+    assert modes == {"manual", "round_table", "orchestrator"}
+    manual = turns.filter(mode="manual", status="completed")
+    assert manual.count() == 2 and all("@" in t.user_input for t in manual)
+    assert {m.agent.handle for m in Message.objects.filter(turn__in=manual, role="assistant")} == {
+        "ada",
+        "bo",
+        "cy",
+    }
+    routed = turns.filter(mode="orchestrator")
+    assert routed.count() == 2
+    assert all(t.status == "completed" and t.routing_selected for t in routed)
+    assert LlmCallEvent.objects.filter(purpose="routing").count() == 2
+
+    rejected = TurnContextAudit.objects.get(outcome="rejected")
+    assert rejected.turn is None
+    assert rejected.model == "openai/gpt-3.5-turbo"
+    assert rejected.estimated_tokens_final > rejected.input_budget
+    assert rejected.session.title == "Rejected: input over the context window"
+    assert rejected.session.turn_counter == 0  # a rejected request allocates no turn
+
+    partial = Turn.objects.get(status="partial")
+    replies = {m.agent.handle: m for m in partial.messages.filter(role="assistant")}
+    assert replies["gus"].status == "ok"
+    assert replies["vic"].status == "error"
+    assert replies["vic"].error_code == "llm_provider_error"
+    down = LlmCallEvent.objects.get(turn_id=partial.id, status="error")
+    assert down.provider == "demo-local-vllm (down)"
+
+    summary = SessionSummary.objects.get()
+    assert summary.status in {"ready", "failed"}
+    assert summary.session.title == "Round table: what to build first"
+    assert LlmCallEvent.objects.filter(purpose="summary").count() >= 1
+
+
+def test_history_is_played_once() -> None:
+    _seed()
+    after_first = _history_counts()
+
+    output = _seed()
+
+    assert _history_counts() == after_first
+    assert "History:    0 demo session(s) played now" in output
+
+
+def test_the_down_provider_is_bound_only_while_the_demo_turn_runs() -> None:
+    _seed()
+
+    assert ModelConfig.objects.get(pk="mistralai/mistral-7b-instruct").provider is None
+    provider = Provider.objects.get(name="demo-local-vllm (down)")
+    assert provider.is_active is False
+    assert provider.base_url == "http://127.0.0.1:9/v1"
+
+
+def test_history_never_calls_a_configured_provider(settings, llm_stub) -> None:  # type: ignore[no-untyped-def]
+    # Even with a provider key configured, the demo history is played on the offline model.
+    _seed()
+
+    assert llm_stub.requests == []
+    providers = set(LlmCallEvent.objects.values_list("provider", flat=True))
+    assert providers == {"offline", "demo-local-vllm (down)"}

@@ -1,0 +1,170 @@
+"""The staff console in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
+driven by Selenium; no browser download), against the live test server, on the history that
+`seed_demo` leaves: a staff user logs in through the admin login form, opens a turn and sees its
+messages and context audits, filters the ledger by model, opens the usage dashboard and the
+chart is drawn; a non-staff user is refused. Screenshots go to `artifacts/screenshots/`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from accounts.models import User
+from pantheon.testing.factories import make_user
+from usage.tests.builders import MINI, record
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,2400",
+)
+NON_STAFF_PASSWORD = "not-staff-Pass-4821"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def demo() -> dict[str, Any]:
+    """`seed_demo`'s history, plus two earlier days of calls so the chart has several bars."""
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    password = re.search(r"^\s*password:\s+(\S+)\s*$", out.getvalue(), re.MULTILINE)
+    assert password, out.getvalue()
+    demo_user = User.objects.get(email="demo@pantheon.local")
+    for days_ago in (2, 5):
+        when = timezone.now() - timedelta(days=days_ago)
+        record(demo_user, model_id=MINI, created_at=when, started_at=when)
+    outsider = make_user(email="outsider@example.com", password=NON_STAFF_PASSWORD)
+    return {"admin_password": password.group(1), "outsider": outsider}
+
+
+def _shot(driver: WebDriver, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+
+
+def _wait(driver: WebDriver, css: str) -> Any:
+    return WebDriverWait(driver, 15).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+
+def _log_in(driver: WebDriver, base: str, email: str, password: str) -> None:
+    driver.get(f"{base}/admin/login/")
+    _wait(driver, "#id_username").send_keys(email)
+    driver.find_element(By.ID, "id_password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "#login-form input[type=submit]").click()
+
+
+def test_staff_console_in_a_real_browser(browser: WebDriver, live_server, demo) -> None:  # type: ignore[no-untyped-def]
+    base = live_server.url
+
+    # Log in through the admin login form.
+    _log_in(browser, base, "admin@pantheon.local", demo["admin_password"])
+    reports = _wait(browser, "#staff-reports")
+    assert "Usage dashboard" in reports.text
+    _shot(browser, "01-admin-index")
+
+    # A turn: its messages in order (with the failed agent's error) and its context audits.
+    browser.get(f"{base}/admin/chat_sessions/turn/?status__exact=partial")
+    _wait(browser, "#result_list tbody th a").click()
+    messages = _wait(browser, "#messages-group")
+    rows = messages.find_elements(By.CSS_SELECTOR, "tbody tr.form-row")
+    texts = [row.text for row in rows]
+    assert len(texts) == 3, texts
+    assert "User" in texts[0]
+    assert "@gus" in texts[1] and "Ok" in texts[1]
+    assert "@vic" in texts[2] and "llm_provider_error" in texts[2]
+    audits = browser.find_element(By.ID, "context_audits-group").text
+    assert "openai/gpt-3.5-turbo" in audits and "mistralai/mistral-7b-instruct" in audits
+    assert "Call events" in browser.find_element(By.ID, "content-main").text
+    _shot(browser, "02-turn")
+
+    # The ledger, filtered by model from the filter sidebar.
+    browser.get(f"{base}/admin/usage/ledgerentry/")
+    _wait(browser, "#changelist-filter")
+    browser.find_element(By.LINK_TEXT, "openai/gpt-3.5-turbo").click()
+    WebDriverWait(browser, 15).until(ec.url_contains("model=openai%2Fgpt-3.5-turbo"))
+    cells = browser.find_elements(By.CSS_SELECTOR, "#result_list td.field-event_model")
+    models = [cell.text for cell in cells]
+    assert models == ["openai/gpt-3.5-turbo"]
+    totals = browser.find_element(By.ID, "changelist-totals").text
+    assert "Entries" in totals and "Credits burned" in totals
+    _shot(browser, "03-ledger-by-model")
+
+    # The dashboard, from the admin index: the chart is drawn.
+    browser.get(f"{base}/admin/")
+    _wait(browser, "#staff-reports").find_element(By.LINK_TEXT, "Usage dashboard").click()
+    _wait(browser, "#credits-chart rect.bar")
+    bars = browser.execute_script(
+        """
+        return Array.from(document.querySelectorAll('#credits-chart rect.bar')).map(bar => ({
+            credits: parseFloat(bar.dataset.credits),
+            height: bar.getBoundingClientRect().height,
+            fill: getComputedStyle(bar).fill,
+        }));
+        """
+    )
+    assert len(bars) == 14
+    drawn = [bar for bar in bars if bar["height"] > 0]
+    assert len(drawn) >= 3  # today's history and the two earlier days
+    assert all(bar["credits"] > 0 for bar in drawn)
+    assert all(bar["height"] == 0 for bar in bars if bar["credits"] == 0)
+    assert all(bar["fill"] not in ("none", "rgba(0, 0, 0, 0)") for bar in drawn)
+    by_model = browser.find_element(By.ID, "by-model").text
+    assert "openai/gpt-4o-mini" in by_model and "100.0%" in by_model  # the provider that was down
+    _shot(browser, "04-dashboard")
+
+    # A bad range is a message, not an error page.
+    browser.get(f"{base}/admin/usage/llmcallevent/dashboard/?from=someday")
+    assert "Enter a valid date" in _wait(browser, "#dashboard-errors").text
+    _shot(browser, "05-dashboard-bad-range")
+
+    # A user who is not staff is refused: at the login form, and at the dashboard's door.
+    browser.delete_all_cookies()
+    _log_in(browser, base, demo["outsider"].email, NON_STAFF_PASSWORD)
+    assert "staff account" in _wait(browser, ".errornote").text
+    browser.get(f"{base}/admin/usage/llmcallevent/dashboard/")
+    _wait(browser, "#login-form")
+    assert "/admin/login/" in browser.current_url
+    assert not browser.find_elements(By.ID, "credits-chart")
+    _shot(browser, "06-non-staff-refused")
