@@ -90,6 +90,18 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
 # --- fixtures --------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """Close any connection pool opened before the test database exists (e.g. at collection):
+    a pool keeps the name it was opened with, and the tests must run on test_<name>."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        conn.close()
+        if hasattr(conn, "close_pool"):
+            conn.close_pool()
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()

@@ -104,7 +104,9 @@ def wait_until_up(service: Service, url: str, *, timeout: float = 60.0) -> None:
         except httpx.HTTPError as exc:
             last_error = str(exc)
         time.sleep(0.2)
-    raise RuntimeError(f"{service.name} not up after {timeout}s ({last_error}):\n{service.log_tail()}")
+    raise RuntimeError(
+        f"{service.name} not up after {timeout}s ({last_error}):\n{service.log_tail()}"
+    )
 
 
 def children_of(pid: int) -> list[int]:
@@ -296,22 +298,80 @@ def run_load(
         ]
         for thread in threads:
             thread.start()
-        before = {p.name: cpu_seconds(p.pids()) for p in probes}
-        pids_before = {p.name: p.pids() for p in probes}
+        sampler = _CpuSampler(probes)
         started = time.monotonic()
         deadline[0] = started + time_cap_s
         start_barrier.wait()
         for thread in threads:
             thread.join(timeout=time_cap_s + client_timeout_s + 5)
         result.wall_s = time.monotonic() - started
-        for p in probes:
-            # Processes that appeared during the load (new DB connections) start from zero.
-            pids = sorted(set(pids_before[p.name]) | set(p.pids()))
-            result.cpu_s[p.name] = max(0.0, cpu_seconds(pids) - before[p.name])
+        result.cpu_s = sampler.stop()
         return result
     finally:
         for client in clients:
             client.close()
+
+
+class _CpuSampler:
+    """CPU time of each probe's processes over a load. Processes may come and go during it (a
+    database connection per request): the process list is re-read every `interval` seconds and
+    each process's last seen figure counts, from zero for one that appeared during the load."""
+
+    def __init__(self, probes: list[CpuProbe], interval: float = 0.05) -> None:
+        self.probes = probes
+        self.interval = interval
+        self.before = {p.name: _per_pid_cpu(p.pids()) for p in probes}
+        self.last = {p.name: dict(self.before[p.name]) for p in probes}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        for p in self.probes:
+            self.last[p.name].update(_per_pid_cpu(p.pids()))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return {
+            p.name: max(
+                0.0,
+                sum(self.last[p.name].values()) - sum(self.before[p.name].values()),
+            )
+            for p in self.probes
+        }
+
+
+def _per_pid_cpu(pids: Iterable[int]) -> dict[int, float]:
+    found = {}
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue  # gone: its last seen figure stands
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return found
+
+
+def pids_with_cmdline(fragment: str) -> list[int]:
+    """Processes whose command line contains `fragment` (PostgreSQL backends show their
+    database in their process title: `postgres: postgres pantheon_bench 127.0.0.1(…) idle`)."""
+    found = []
+    needle = fragment.encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def timed_post(

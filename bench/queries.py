@@ -116,7 +116,9 @@ def measure(seed: dict[str, Any]) -> dict[str, Any]:
             "prepare_ms_median": round(statistics.median(prepare_ms), 2),
             "turn_queries": sorted(set(turn_counts)),
             "turn_ms_median": round(statistics.median(turn_ms), 2),
-            "history_messages_in_prompt": sorted({d["history_messages_in_prompt"] for d in details}),
+            "history_messages_in_prompt": sorted(
+                {d["history_messages_in_prompt"] for d in details}
+            ),
             "estimated_prompt_tokens_median": statistics.median(
                 d["estimated_tokens"] for d in details
             ),

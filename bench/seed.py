@@ -19,7 +19,7 @@ from typing import Any
 MICRO = 1_000_000
 AGENT_MODEL = "openai/gpt-4o-mini"
 HISTORY_SIZES = (10, 1_000, 10_000)  # prior messages (a user message and a reply per turn)
-HISTORY_SESSIONS_PER_SIZE = 3
+HISTORY_SESSIONS_PER_SIZE = 5
 RECENT_TURNS = 4  # CONTEXT_RECENT_TURNS_TO_KEEP: what a ready summary leaves uncovered
 CONCURRENT_USERS = 50
 
@@ -92,7 +92,9 @@ def _room(owner: Any, name: str, mode: str, handles: list[str]) -> tuple[Any, li
 def _sessions(room: Any, user: Any, count: int, title: str) -> list[str]:
     from sessions.services.sessions import session_create
 
-    return [str(session_create(room=room, user=user, title=f"{title} {n}").pk) for n in range(count)]
+    return [
+        str(session_create(room=room, user=user, title=f"{title} {n}").pk) for n in range(count)
+    ]
 
 
 def _history(room: Any, user: Any, agent: Any, messages: int, title: str) -> str:
@@ -185,12 +187,15 @@ def seed(scale: float) -> dict[str, Any]:
     from rooms.models import TurnMode
 
     def n(base: int) -> int:
-        return max(1, int(base * scale))
+        # At least 32: scenario 1 runs 16 workers, each on sessions of its own.
+        return max(32, int(base * scale))
 
     started = time.monotonic()
     owner, key = _user("bench-owner@bench.local", credits=10_000_000)
     single_room, single_agents = _room(owner, "Single agent", TurnMode.MANUAL, ["ada"])
-    table_room, table_agents = _room(owner, "Round table", TurnMode.ROUND_TABLE, ["ada", "bo", "cy"])
+    table_room, table_agents = _room(
+        owner, "Round table", TurnMode.ROUND_TABLE, ["ada", "bo", "cy"]
+    )
     history_room, history_agents = _room(owner, "History", TurnMode.MANUAL, ["ada"])
     data: dict[str, Any] = {
         "owner_key": key,

@@ -66,7 +66,10 @@ def history_for_prompt(*, session_id: UUID, after_turn_index: int) -> list[Histo
     """Messages of the finished turns after the summary boundary, oldest first (one query)."""
     rows = (
         Message.objects.filter(
+            # Both filters: the turn range must be the session's own, so the planner walks this
+            # session's turns by (session, turn_index) instead of every session's.
             session_id=session_id,
+            turn__session_id=session_id,
             turn__turn_index__gt=after_turn_index,
             turn__status__in=HISTORY_TURN_STATUSES,
             status__in=HISTORY_MESSAGE_STATUSES,

@@ -11,6 +11,8 @@ from django.db.models import QuerySet
 from usage.models import CallPurpose, CallStatus, LlmCallEvent
 from usage.selectors import events_between
 
+EMPTY_NOT_ALLOWED = ("from", "to")
+
 
 class LlmCallEventFilter(django_filters.FilterSet):
     """`?session=&purpose=&status=&model=&from=&to=`; `from` and `to` are dates (UTC days,
@@ -30,6 +32,15 @@ class LlmCallEventFilter(django_filters.FilterSet):
     class Meta:
         model = LlmCallEvent
         fields: list[str] = []
+
+    def is_valid(self) -> bool:
+        valid = super().is_valid()
+        for name in EMPTY_NOT_ALLOWED:
+            if self.data.get(name) == "":
+                # An empty date is a mistake, not "no filter": the schema says it is a date.
+                self.form.add_error(name, "Must be a date (YYYY-MM-DD), not empty.")
+                valid = False
+        return valid
 
     def filter_from(self, queryset: QuerySet, name: str, value: date) -> QuerySet:
         return events_between(queryset, date_from=value, date_to=None)

@@ -106,3 +106,23 @@ class PantheonAutoSchema(AutoSchema):
             if code in _HEADERS:
                 body.setdefault("headers", {}).update(_HEADERS[code])
         return responses
+
+
+# (component, property) pairs that are read-only yet sometimes absent. drf-spectacular lists every
+# read-only property as required; the postprocessing hook below takes these out again.
+_OPTIONAL_PROPERTIES: set[tuple[str, str]] = set()
+
+
+def optional_property(component: str, name: str) -> None:
+    """Declare that `component.name` is left out of some responses (e.g. a turn's `routing`)."""
+    _OPTIONAL_PROPERTIES.add((component, name))
+
+
+def drop_optional_from_required(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: declared optional properties leave their component's `required`."""
+    schemas = result.get("components", {}).get("schemas", {})
+    for component, name in _OPTIONAL_PROPERTIES:
+        required = schemas.get(component, {}).get("required")
+        if required and name in required:
+            required.remove(name)
+    return result

@@ -9,6 +9,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from pantheon.api.schema import optional_property
 from rooms.api.fields import StrictCharField
 from rooms.models import TurnMode
 from sessions.models import Message, MessageRole, SessionSummary, Turn
@@ -51,6 +52,7 @@ class MessageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Message
         fields = ("id", "role", "agent", "content", "status", "error", "turn_index", "created_at")
+        read_only_fields = fields
 
     @extend_schema_field(AgentRefSerializer(allow_null=True))
     def get_agent(self, obj: Message) -> dict[str, Any] | None:
@@ -72,6 +74,7 @@ class MessageSerializer(serializers.ModelSerializer):
 class TurnMessageSerializer(MessageSerializer):
     class Meta(MessageSerializer.Meta):
         fields = ("id", "role", "agent", "content", "status", "error", "created_at")
+        read_only_fields = fields
 
 
 class RoutingSerializer(serializers.Serializer):
@@ -97,7 +100,8 @@ class TurnUsageSerializer(serializers.Serializer):
 
 
 class TurnSerializer(serializers.ModelSerializer):
-    """The 201 body of api.md. Expects a turn from `turn_selectors.turns_with_details`."""
+    """The 201 body of api.md. Expects a turn from `turn_selectors.turns_with_details`.
+    `routing` is present for orchestrator turns only."""
 
     session_id = serializers.UUIDField()
     messages = serializers.SerializerMethodField()
@@ -122,12 +126,13 @@ class TurnSerializer(serializers.ModelSerializer):
             "created_at",
             "completed_at",
         )
+        read_only_fields = fields
 
     @extend_schema_field(TurnMessageSerializer(many=True))
     def get_messages(self, obj: Turn) -> list[dict[str, Any]]:
         return TurnMessageSerializer(obj.messages.all(), many=True).data
 
-    @extend_schema_field(RoutingSerializer(allow_null=True))
+    @extend_schema_field(RoutingSerializer)
     def get_routing(self, obj: Turn) -> dict[str, Any] | None:
         if obj.mode != TurnMode.ORCHESTRATOR:
             return None
@@ -201,3 +206,7 @@ class SessionSummarySerializer(serializers.ModelSerializer):
             "updated_at",
             "completed_at",
         )
+        read_only_fields = fields
+
+
+optional_property("Turn", "routing")

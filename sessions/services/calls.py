@@ -4,6 +4,7 @@ it (inside the caller's transaction)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,8 +19,11 @@ from llm import tokenizer
 from llm.gateway import GatewayError, GatewayRequest, TokenUsage
 from llm.models import ModelConfig
 from llm.providers import gateway_for_model
+from pantheon.api.logging import current_request_id
 from usage.models import LlmCallEvent, Reservation
 from usage.services import call_event_record
+
+logger = logging.getLogger("pantheon.provider")
 
 ERROR_CODES = {
     "timeout": "llm_timeout",
@@ -101,7 +105,28 @@ def provider_call(
     outcome.usage = usage or TokenUsage(source="provider")
     if not outcome.latency_ms:
         outcome.latency_ms = int((time.monotonic() - started) * 1000)
+    _log(model, outcome)
     return outcome
+
+
+def _log(model: ModelConfig, outcome: CallOutcome) -> None:
+    """One structured line per provider call: ids and figures, never prompt or reply text."""
+    logger.info(
+        "provider call",
+        extra={
+            "request_id": current_request_id(),
+            "provider": outcome.provider,
+            "model": model.id,
+            "status": outcome.status,
+            "error_code": outcome.error_code,
+            "latency_ms": outcome.latency_ms,
+            "ttft_ms": outcome.ttft_ms,
+            "prompt_tokens": outcome.usage.prompt_tokens,
+            "completion_tokens": outcome.usage.completion_tokens,
+            "usage_source": outcome.usage.source,
+            "generation_id": outcome.generation_id,
+        },
+    )
 
 
 def call_event_write(

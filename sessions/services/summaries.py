@@ -145,6 +145,7 @@ def _transcript(summary: SessionSummary, previous: SessionSummary | None) -> tup
     rows = (
         Message.objects.filter(
             session_id=summary.session_id,
+            turn__session_id=summary.session_id,
             turn__turn_index__gt=start,
             turn__turn_index__lte=summary.last_turn_covered,
             status__in=turn_selectors.HISTORY_MESSAGE_STATUSES,

@@ -32,6 +32,11 @@ class UsageQuerySerializer(serializers.Serializer):
         return fields
 
     def validate(self, attrs: dict) -> dict:
+        for name in ("from", "to"):
+            if self.initial_data.get(name) == "":
+                raise serializers.ValidationError(
+                    {name: ["Must be a date (YYYY-MM-DD), not empty."]}
+                )
         date_to = attrs.pop("to", None) or timezone.now().date()
         date_from = attrs.pop("from", None) or date_to - timedelta(days=USAGE_DEFAULT_DAYS - 1)
         if date_from > date_to:
