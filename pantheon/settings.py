@@ -104,7 +104,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
     # Under ASGI every request runs in a thread of its own: persistent per-thread connections
     # would pile up until PostgreSQL refuses more. psycopg's pool shares a bounded set instead
-    # (workers × DATABASE_POOL_MAX_SIZE must stay below the server's max_connections).
+    # (workers times DATABASE_POOL_MAX_SIZE must stay below the server's max_connections).
     if env.bool("DATABASE_POOL", default=True):
         DATABASES["default"]["CONN_MAX_AGE"] = 0
         DATABASES["default"]["OPTIONS"]["pool"] = {

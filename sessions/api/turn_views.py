@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.http import HttpResponseBase
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,6 +20,13 @@ from pantheon.api.schema import ErrorSerializer
 from pantheon.api.throttling import TurnCreateThrottle, UserThrottle
 from pantheon.errors import ApplicationError
 from sessions import turn_selectors
+from sessions.api.streaming import (
+    EVENT_STREAM,
+    EventStreamRenderer,
+    TurnCreateSchema,
+    turn_stream_response,
+    wants_event_stream,
+)
 from sessions.api.turn_serializers import (
     MessageSerializer,
     SessionSummarySerializer,
@@ -23,9 +34,19 @@ from sessions.api.turn_serializers import (
     TurnSerializer,
 )
 from sessions.selectors import session_get_for_user
-from sessions.services.turns import request_fingerprint, turn_run
+from sessions.services.turns import Replay, request_fingerprint, turn_admit, turn_execute
 
 IDEMPOTENCY_KEY_MAX = 255
+
+STREAM_DESCRIPTION = (
+    "With `Accept: text/event-stream`: Server-Sent Events, each an `id:` line, an `event:` line "
+    "and one JSON `data:` line — `turn.started` {turn_id, session_id, turn_index, mode}, "
+    "`routing` (orchestrator) {selected, reason, fallback_used, fallback_reason}, "
+    "`agent.started` {agent, agent_id, name}, `agent.delta` {agent, text}, `agent.completed` / "
+    "`agent.failed` {agent, message_id, status, error, usage}, `turn.completed` (the 201 body) "
+    "— with `: keep-alive` comments during silences. Rejections found before the stream starts "
+    "are JSON with their status; an Idempotency-Key replay is the stored JSON answer."
+)
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -57,6 +78,23 @@ def render_turn_outcome(turn_id: UUID, status_code: int) -> Response:
 class TurnListCreateView(APIView):
     throttle_classes = [UserThrottle, TurnCreateThrottle]
     pagination_class = LimitOffsetPagination  # read by the schema generator
+    schema = TurnCreateSchema()
+
+    def get_renderers(self) -> list[BaseRenderer]:
+        renderers = super().get_renderers()
+        # Only running a turn can stream; listing turns stays JSON-only (406 otherwise).
+        if getattr(getattr(self, "request", None), "method", None) == "POST":
+            renderers.append(EventStreamRenderer())
+        return renderers
+
+    def finalize_response(
+        self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        if isinstance(response, Response) and wants_event_stream(request):
+            # Whatever is not the stream itself — a rejection, a replay — is ordinary JSON.
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
     @extend_schema(
         operation_id="turns_create",
@@ -72,19 +110,22 @@ class TurnListCreateView(APIView):
         ],
         responses={
             201: TurnSerializer,
+            (200, EVENT_STREAM): OpenApiResponse(
+                response=OpenApiTypes.STR, description=STREAM_DESCRIPTION
+            ),
             402: ErrorSerializer,
             409: ErrorSerializer,
             422: ErrorSerializer,
             502: ErrorSerializer,
         },
     )
-    def post(self, request: Request, session_id: UUID) -> Response:
+    def post(self, request: Request, session_id: UUID) -> HttpResponseBase:
         body = TurnCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         key = _idempotency_key(request)
         session = session_get_for_user(user=request.user, session_id=session_id)
         data = body.validated_data
-        outcome = turn_run(
+        admitted = turn_admit(
             user=request.user,
             session=session,
             user_input=data["input"],
@@ -93,6 +134,11 @@ class TurnListCreateView(APIView):
             idempotency_key=key,
             fingerprint=request_fingerprint(session_id=session.id, body=dict(data)) if key else "",
         )
+        if isinstance(admitted, Replay):
+            return render_turn_outcome(admitted.turn_id, admitted.status_code)
+        if wants_event_stream(request):
+            return turn_stream_response(admitted)
+        outcome = turn_execute(admitted=admitted)
         return render_turn_outcome(outcome.turn_id, outcome.status_code)
 
     @extend_schema(operation_id="turns_list", responses={200: TurnSerializer(many=True)})

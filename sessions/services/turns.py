@@ -1,7 +1,9 @@
 """The turn pipeline: `turn_run` takes a validated request on an owned session and runs it end to
 end — pre-flight checks, a short transaction that allocates the turn, one provider call per
 speaker (never inside a transaction), and one short transaction per call that writes the message,
-the context audit, the call event, its burn and the reservation's settlement.
+the context audit, the call event, its burn and the reservation's settlement. It is two steps,
+`turn_admit` (every check, then the turn opened) and `turn_execute` (the calls and the close), so
+the streaming view can answer every rejection as JSON and only then start its stream.
 
 Pre-flight order (product.md): 400 and 404 are the view's; then 422 (speakers, the first call's
 budget), 409 (a turn is running), 402 (credits for the first call). Nothing is written before all
@@ -407,11 +409,29 @@ class _TurnState:
     session: Session
     turn: Turn
     user: User
-    observer: TurnObserver
+    observer: TurnObserver = field(default_factory=_NullObserver)
     idempotency_key: str | None = None
     calls: int = 0
     results: list[_SpeakerResult] = field(default_factory=list)
     summaries_requested: list[UUID] = field(default_factory=list)
+
+
+@dataclass
+class AdmittedTurn:
+    """A turn that passed every pre-flight check and is open (status running, first call's
+    credits reserved): what `turn_execute` needs to run its calls, possibly in another thread."""
+
+    state: _TurnState
+    mode: str
+    agents: list[Agent]
+    speakers: list[Agent]
+    context: _PromptContext
+    first: PreparedCall
+    first_reservation: Reservation
+
+    @property
+    def turn(self) -> Turn:
+        return self.state.turn
 
 
 def turn_run(
@@ -429,7 +449,35 @@ def turn_run(
     (201, or 502 when a single-speaker turn's only call failed), or a Replay for a repeated
     Idempotency-Key. Raises ApplicationError for 422/409/402 rejections (nothing written but
     the audit row of a budget rejection)."""
-    observer = observer or _NullObserver()
+    admitted = turn_admit(
+        user=user,
+        session=session,
+        user_input=user_input,
+        mode=mode,
+        agent_ids=agent_ids,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+    )
+    if isinstance(admitted, Replay):
+        return admitted
+    return turn_execute(admitted=admitted, observer=observer)
+
+
+def turn_admit(
+    *,
+    user: User,
+    session: Session,
+    user_input: str,
+    mode: str | None,
+    agent_ids: list[UUID] | None = None,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+) -> AdmittedTurn | Replay:
+    """The pre-flight and the admission of a turn: idempotency replay, speakers (422), the first
+    call's budget (422), a running turn (409), the first call's credits (402), then the short
+    transaction that opens the turn. Returns the open turn, or a Replay; raises ApplicationError
+    for a rejection. No provider is called: a streaming view can answer every rejection as JSON
+    before its stream starts."""
     mode = mode or session.room.default_mode
     if idempotency_key:
         replay = idempotency_check(user=user, key=idempotency_key, fingerprint=fingerprint)
@@ -466,16 +514,34 @@ def turn_run(
         context=context,
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,
-        observer=observer,
     )
     context.turn_index = state.turn.turn_index
+    return AdmittedTurn(
+        state=state,
+        mode=mode,
+        agents=agents,
+        speakers=speakers,
+        context=context,
+        first=first,
+        first_reservation=first_reservation,
+    )
+
+
+def turn_execute(*, admitted: AdmittedTurn, observer: TurnObserver | None = None) -> TurnOutcome:
+    """Run an admitted turn to its end: the routing call (orchestrator), one call per speaker,
+    and the closing transaction. The observer hears each step; once it reports `cancelled()`,
+    the call in flight is closed and stored as interrupted and no later speaker runs."""
+    observer = observer or _NullObserver()
+    state, context = admitted.state, admitted.context
+    state.observer = observer
     observer.turn_started(state.turn)
 
-    if mode == TurnMode.ORCHESTRATOR:
-        speakers = _route(state, first, first_reservation, agents)
+    speakers = admitted.speakers
+    first_reservation: Reservation | None = admitted.first_reservation
+    prepared_first: PreparedCall | None = admitted.first
+    if admitted.mode == TurnMode.ORCHESTRATOR:
+        speakers = _route(state, admitted.first, first_reservation, admitted.agents)
         prepared_first, first_reservation = None, None
-    else:
-        prepared_first = first
 
     replies: list[Reply] = []
     for position, agent in enumerate(speakers, start=1):
@@ -509,7 +575,6 @@ def _turn_open(
     context: _PromptContext,
     idempotency_key: str | None,
     fingerprint: str,
-    observer: TurnObserver,
 ) -> tuple[_TurnState, Reservation]:
     """The short transaction that admits the turn: lock the session, refuse a running turn (409),
     reserve the first call's credits (402), allocate the index, write turn + user message."""
@@ -571,9 +636,7 @@ def _turn_open(
             raise _idempotency_key_in_use() from exc
         raise _turn_in_progress() from exc
     session.turn_counter = locked.turn_counter
-    state = _TurnState(
-        session=locked, turn=turn, user=user, observer=observer, idempotency_key=idempotency_key
-    )
+    state = _TurnState(session=locked, turn=turn, user=user, idempotency_key=idempotency_key)
     if requested is not None:
         state.summaries_requested.append(requested.id)
     return state, reservation
