@@ -6,7 +6,6 @@ from typing import Any
 from uuid import UUID
 
 from django.http import HttpResponseBase
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -22,8 +21,11 @@ from pantheon.errors import ApplicationError
 from sessions import turn_selectors
 from sessions.api.streaming import (
     EVENT_STREAM,
+    STREAM_DESCRIPTION,
+    STREAM_EVENT_SCHEMA,
     EventStreamRenderer,
     TurnCreateSchema,
+    served_over_asgi,
     turn_stream_response,
     wants_event_stream,
 )
@@ -37,16 +39,6 @@ from sessions.selectors import session_get_for_user
 from sessions.services.turns import Replay, request_fingerprint, turn_admit, turn_execute
 
 IDEMPOTENCY_KEY_MAX = 255
-
-STREAM_DESCRIPTION = (
-    "With `Accept: text/event-stream`: Server-Sent Events, each an `id:` line, an `event:` line "
-    "and one JSON `data:` line — `turn.started` {turn_id, session_id, turn_index, mode}, "
-    "`routing` (orchestrator) {selected, reason, fallback_used, fallback_reason}, "
-    "`agent.started` {agent, agent_id, name}, `agent.delta` {agent, text}, `agent.completed` / "
-    "`agent.failed` {agent, message_id, status, error, usage}, `turn.completed` (the 201 body) "
-    "— with `: keep-alive` comments during silences. Rejections found before the stream starts "
-    "are JSON with their status; an Idempotency-Key replay is the stored JSON answer."
-)
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -111,7 +103,7 @@ class TurnListCreateView(APIView):
         responses={
             201: TurnSerializer,
             (200, EVENT_STREAM): OpenApiResponse(
-                response=OpenApiTypes.STR, description=STREAM_DESCRIPTION
+                response=STREAM_EVENT_SCHEMA, description=STREAM_DESCRIPTION
             ),
             402: ErrorSerializer,
             409: ErrorSerializer,
@@ -137,7 +129,7 @@ class TurnListCreateView(APIView):
         if isinstance(admitted, Replay):
             return render_turn_outcome(admitted.turn_id, admitted.status_code)
         if wants_event_stream(request):
-            return turn_stream_response(admitted)
+            return turn_stream_response(admitted, incremental=served_over_asgi(request))
         outcome = turn_execute(admitted=admitted)
         return render_turn_outcome(outcome.turn_id, outcome.status_code)
 
@@ -168,14 +160,8 @@ class TurnDetailView(APIView):
 class MessageListView(APIView):
     pagination_class = MessageCursorPagination  # read by the schema generator
 
-    @extend_schema(
-        operation_id="messages_list",
-        parameters=[
-            OpenApiParameter("cursor", str, OpenApiParameter.QUERY, required=False),
-            OpenApiParameter("limit", int, OpenApiParameter.QUERY, required=False),
-        ],
-        responses={200: MessageSerializer(many=True)},
-    )
+    # `cursor` and `limit` (with its bounds) come from the paginator.
+    @extend_schema(operation_id="messages_list", responses={200: MessageSerializer(many=True)})
     def get(self, request: Request, session_id: UUID) -> Response:
         session = session_get_for_user(user=request.user, session_id=session_id)
         paginator = MessageCursorPagination()

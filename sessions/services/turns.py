@@ -95,6 +95,8 @@ def idempotency_check(*, user: User, key: str, fingerprint: str) -> Replay | Non
 
 class TurnObserver(Protocol):
     def turn_started(self, turn: Turn) -> None: ...
+    # Right before each provider call (routing, re-prompt, reply), outside any transaction.
+    def call_starting(self) -> None: ...
     def agent_started(self, agent: Agent) -> None: ...
     def agent_delta(self, agent: Agent, text: str) -> None: ...
     def routed(self, turn: Turn) -> None: ...
@@ -104,6 +106,9 @@ class TurnObserver(Protocol):
 
 class _NullObserver:
     def turn_started(self, turn: Turn) -> None:
+        pass
+
+    def call_starting(self) -> None:
         pass
 
     def agent_started(self, agent: Agent) -> None:
@@ -721,6 +726,7 @@ def _speaker_failed(
 
 def _invoke(state: _TurnState, prepared: PreparedCall, request: GatewayRequest) -> CallOutcome:
     agent, observer = prepared.agent, state.observer
+    observer.call_starting()
     return provider_call(
         prepared.model,
         request,
