@@ -276,6 +276,8 @@ CONTEXT_DEFAULT_MODEL_LIMIT = env.int("CONTEXT_DEFAULT_MODEL_LIMIT", default=819
 CONTEXT_RECENT_TURNS_TO_KEEP = env.int("CONTEXT_RECENT_TURNS_TO_KEEP", default=4)
 
 TURN_STALE_AFTER_SECONDS = env.int("TURN_STALE_AFTER_SECONDS", default=600)
+# Streaming: a `: keep-alive` comment after this many seconds of silence.
+SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=10.0)
 ROOM_MAX_AGENTS_PER_TURN = env.int("ROOM_MAX_AGENTS_PER_TURN", default=5)
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 

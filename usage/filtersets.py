@@ -11,7 +11,8 @@ from django.db.models import QuerySet
 from usage.models import CallPurpose, CallStatus, LlmCallEvent
 from usage.selectors import events_between
 
-EMPTY_NOT_ALLOWED = ("from", "to")
+# An empty value is a mistake, not "no filter": the schema gives every parameter a type.
+EMPTY_NOT_ALLOWED = ("session", "purpose", "status", "from", "to")
 
 
 class LlmCallEventFilter(django_filters.FilterSet):
@@ -37,8 +38,7 @@ class LlmCallEventFilter(django_filters.FilterSet):
         valid = super().is_valid()
         for name in EMPTY_NOT_ALLOWED:
             if self.data.get(name) == "":
-                # An empty date is a mistake, not "no filter": the schema says it is a date.
-                self.form.add_error(name, "Must be a date (YYYY-MM-DD), not empty.")
+                self.form.add_error(name, "Must not be empty.")
                 valid = False
         return valid
 

@@ -90,8 +90,8 @@ class PantheonAutoSchema(AutoSchema):
             codes += ["400", "413", "415"]
         if "{" in self.path:
             codes.append("404")
-        if self.method == "GET" and self._is_list_view():
-            codes.append("400")  # filters and pagination parameters are validated
+        if self.method == "GET" and (self._is_list_view() or self.get_override_parameters()):
+            codes.append("400")  # filters, pagination and query parameters are validated
         return codes
 
     def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:

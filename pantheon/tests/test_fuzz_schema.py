@@ -56,6 +56,9 @@ PRODUCT_RULES: dict[tuple[str, str], str] = {
     # Who answers depends on the text's @mentions and the room's agents (422 unknown_agent /
     # no_agent_selected), the budget on the session's history (422), the credits (402).
     ("POST", "/api/v1/sessions/{session_id}/turns"): "speakers, budget and credits",
+    # `from`..`to` may span at most 366 days and `from` may not be after `to` (relative to
+    # today when one is left out): a date pair the schema cannot constrain.
+    ("GET", "/api/v1/usage"): "a date range of at most 366 days",
 }
 
 

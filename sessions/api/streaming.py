@@ -24,7 +24,7 @@ import contextvars
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from uuid import UUID
 
@@ -131,6 +131,7 @@ class TurnStreamObserver:
     def __init__(self, admitted: AdmittedTurn) -> None:
         self._admitted = admitted
         self._cancelled = threading.Event()
+        self._close_call: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._buffer: deque[Any] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -250,9 +251,20 @@ class TurnStreamObserver:
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
+    def call_opened(self, close: Callable[[], None] | None) -> None:
+        with self._lock:
+            self._close_call = close
+        if close is not None and self._cancelled.is_set():
+            close()
+
     def cancel(self) -> None:
-        """The client went away: the pipeline stops at its next step."""
+        """The client went away: close the provider's stream now (it stops generating) and
+        let the pipeline store what was produced and run no later speaker."""
         self._cancelled.set()
+        with self._lock:
+            close = self._close_call
+        if close is not None:
+            close()
 
     def _call_usage(self, event_id: UUID | None) -> dict[str, Any] | None:
         """What the call consumed and burned; None when no call was made (budget, credits)."""

@@ -58,14 +58,19 @@ def provider_call(
     estimated_prompt_tokens: int,
     on_delta: Callable[[str], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    on_open: Callable[[Callable[[], None] | None], None] | None = None,
 ) -> CallOutcome:
-    """Call the provider — never inside a transaction — and describe what happened."""
+    """Call the provider — never inside a transaction — and describe what happened.
+    `on_open` receives the stream's `close` while the call is in flight (and None after), so
+    another thread can cancel it at once: the upstream connection is closed, the provider stops."""
     gateway = gateway_for_model(model)
     outcome = CallOutcome(provider=gateway.provider.name, started_at=timezone.now())
     started = time.monotonic()
     parts: list[str] = []
     usage: TokenUsage | None = None
     stream = gateway.stream(request)
+    if on_open is not None:
+        on_open(stream.close)
     try:
         for delta in stream:
             parts.append(delta)
@@ -93,6 +98,8 @@ def provider_call(
         usage = exc.usage if exc.usage and exc.usage.source == "provider" else None
     finally:
         stream.close()
+        if on_open is not None:
+            on_open(None)
     outcome.text = "".join(parts)
     if outcome.status == "cancelled":
         # The client went away: bill what was consumed, estimated when the provider never said.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
@@ -97,6 +98,8 @@ class TurnObserver(Protocol):
     def turn_started(self, turn: Turn) -> None: ...
     # Right before each provider call (routing, re-prompt, reply), outside any transaction.
     def call_starting(self) -> None: ...
+    # The in-flight call's `close` (None once it ended): cancelling closes the upstream at once.
+    def call_opened(self, close: Callable[[], None] | None) -> None: ...
     def agent_started(self, agent: Agent) -> None: ...
     def agent_delta(self, agent: Agent, text: str) -> None: ...
     def routed(self, turn: Turn) -> None: ...
@@ -109,6 +112,12 @@ class _NullObserver:
         pass
 
     def call_starting(self) -> None:
+        # A provider call lasts seconds: give the database connection back (to the pool)
+        # meanwhile, so slow providers never starve other requests of connections.
+        if not connection.in_atomic_block:
+            connection.close()
+
+    def call_opened(self, close: Callable[[], None] | None) -> None:
         pass
 
     def agent_started(self, agent: Agent) -> None:
@@ -733,6 +742,7 @@ def _invoke(state: _TurnState, prepared: PreparedCall, request: GatewayRequest) 
         estimated_prompt_tokens=prepared.cascade.estimated_final,
         on_delta=(lambda text: observer.agent_delta(agent, text)) if agent is not None else None,
         cancelled=observer.cancelled,
+        on_open=observer.call_opened,
     )
 
 
@@ -762,7 +772,10 @@ def _record_call(
         session=state.session,
         turn=state.turn,
         prepared=prepared,
-        provider_prompt_tokens=usage.prompt_tokens if usage.source == "provider" else None,
+        # None when the provider reported nothing (a failed call), never a misleading 0.
+        provider_prompt_tokens=(
+            usage.prompt_tokens if usage.source == "provider" and usage.prompt_tokens else None
+        ),
         call_event_id=event.id,
     )
     if prepared.summary_cover_to is not None and not state.summaries_requested:
