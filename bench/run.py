@@ -57,10 +57,10 @@ def log(message: str) -> None:
 # --- setup -------------------------------------------------------------------------------------
 
 
-def recreate_database() -> None:
+def recreate_database(name: str = DB_NAME) -> None:
     with psycopg.connect(f"{PG_URL}/postgres", autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def manage(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -75,16 +75,18 @@ def manage(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.
     )
 
 
-def server_env(stub_url: str, settings_module: str) -> dict[str, str]:
+def server_env(
+    stub_url: str, settings_module: str, *, db_name: str = DB_NAME, redis_url: str = REDIS_URL
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PANTHEON_", "DJANGO_"))}
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": settings_module,
             "PANTHEON_ENV": "development",
             "DEBUG": "false",
-            "DATABASE_URL": f"{PG_URL}/{DB_NAME}",
-            "REDIS_URL": REDIS_URL,
-            "CELERY_BROKER_URL": REDIS_URL,
+            "DATABASE_URL": f"{PG_URL}/{db_name}",
+            "REDIS_URL": redis_url,
+            "CELERY_BROKER_URL": redis_url,
             "OPENROUTER_BASE_URL": stub_url,
             "OPENROUTER_API_KEY": "x",
             "PANTHEON_THROTTLE_USER": THROTTLE,
@@ -93,6 +95,64 @@ def server_env(stub_url: str, settings_module: str) -> dict[str, str]:
         }
     )
     return env
+
+
+def start_stub(workdir: Path) -> tuple[harness.Service, str]:
+    """The stub upstream on a free port (not yet waited for): the service and its base URL."""
+    port = harness.free_port()
+    stub = harness.start_service(
+        "stub",
+        [PYTHON, "-m", "pantheon.testing.stub_llm", "--port", str(port)],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "pantheon.settings"},
+        cwd=ROOT,
+        log_dir=workdir,
+    )
+    return stub, f"http://{harness.LOOPBACK}:{port}"
+
+
+def start_gunicorn(
+    env: dict[str, str], workdir: Path, *, workers: int
+) -> tuple[harness.Service, str, list[int]]:
+    """Pantheon as in production (gunicorn + UvicornWorker) on a free port, up and answering:
+    the service, its base URL and its worker pids."""
+    port = harness.free_port()
+    server = harness.start_service(
+        "gunicorn",
+        [
+            str(VENV_BIN / "gunicorn"),
+            "pantheon.asgi:application",
+            "-k",
+            "uvicorn_worker.UvicornWorker",
+            "--workers",
+            str(workers),
+            "--bind",
+            f"{harness.LOOPBACK}:{port}",
+            "--timeout",
+            "120",
+            "--graceful-timeout",
+            "30",
+            "--keep-alive",
+            "5",
+        ],
+        env=env,
+        cwd=ROOT,
+        log_dir=workdir,
+    )
+    base = f"http://{harness.LOOPBACK}:{port}"
+    try:
+        harness.wait_until_up(server, f"{base}/api/v1/health", timeout=60)
+        # Workers boot one by one: wait until all of them are there.
+        deadline = time.monotonic() + 30
+        found = harness.children_of(server.pid)
+        while len(found) != workers and time.monotonic() < deadline:
+            time.sleep(0.2)
+            found = harness.children_of(server.pid)
+        if len(found) != workers:
+            raise RuntimeError(f"expected {workers} gunicorn worker(s), found {found}")
+    except Exception:
+        server.stop()
+        raise
+    return server, base, found
 
 
 def db_backend_pids() -> list[int]:
@@ -264,16 +324,8 @@ class Bench:
         started = time.monotonic()
         recreate_database()
         redis.Redis.from_url(REDIS_URL).flushdb()
-        port = harness.free_port()
-        self.stub = harness.start_service(
-            "stub",
-            [PYTHON, "-m", "pantheon.testing.stub_llm", "--port", str(port)],
-            env={**os.environ, "DJANGO_SETTINGS_MODULE": "pantheon.settings"},
-            cwd=ROOT,
-            log_dir=self.workdir,
-        )
+        self.stub, self.stub_base = start_stub(self.workdir)
         self.services.append(self.stub)
-        self.stub_base = f"http://{harness.LOOPBACK}:{port}"
         self.env = server_env(f"{self.stub_base}/v1", self.args.settings)
         log("migrating pantheon_bench ...")
         done = manage(self.env, "migrate", "--noinput")
@@ -299,35 +351,8 @@ class Bench:
         with psycopg.connect(f"{PG_URL}/{DB_NAME}", autocommit=True, connect_timeout=5) as conn:
             conn.execute("ANALYZE")
         self.seed_path = seed_path
-        server_port = harness.free_port()
-        server = harness.start_service(
-            "gunicorn",
-            [
-                str(VENV_BIN / "gunicorn"),
-                "pantheon.asgi:application",
-                "-k",
-                "uvicorn_worker.UvicornWorker",
-                "--workers",
-                "1",
-                "--bind",
-                f"{harness.LOOPBACK}:{server_port}",
-                "--timeout",
-                "120",
-                "--graceful-timeout",
-                "30",
-                "--keep-alive",
-                "5",
-            ],
-            env=self.env,
-            cwd=ROOT,
-            log_dir=self.workdir,
-        )
+        server, self.server_base, workers = start_gunicorn(self.env, self.workdir, workers=1)
         self.services.append(server)
-        self.server_base = f"http://{harness.LOOPBACK}:{server_port}"
-        harness.wait_until_up(server, f"{self.server_base}/api/v1/health", timeout=60)
-        workers = harness.children_of(server.pid)
-        if len(workers) != 1:
-            raise RuntimeError(f"expected one gunicorn worker, found {workers}")
         self.worker_pid = workers[0]
         self.results["setup_s"] = round(time.monotonic() - started, 1)
         self.results["seed_s"] = self.seed["seconds"]

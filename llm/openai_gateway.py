@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from llm.gateway import (
     ErrorKind,
@@ -231,12 +232,22 @@ class OpenAIChatStream:
         """Send the request (with the retry budget) and return the SDK stream once the
         provider's headers arrived."""
         policy = self._gateway.policy
-        kwargs = self._request_kwargs()
+        body, timeout = self._request_body(), self._timeout()
         attempt = 0
         while True:
             try:
                 self._opened = True
-                sdk_stream = self._gateway.client.chat.completions.create(**kwargs)
+                # `client.post` with a plain JSON body: the same request, headers, auth and
+                # stream decoding as `chat.completions.create`, without its recursive
+                # TypedDict transformation of the parameters (≈10 % of a turn's CPU).
+                sdk_stream = self._gateway.client.post(
+                    "/chat/completions",
+                    body=body,
+                    cast_to=ChatCompletion,
+                    stream=True,
+                    stream_cls=openai.Stream[ChatCompletionChunk],
+                    options={"timeout": timeout, "security": {"bearer_auth": True}},
+                )
                 break
             except openai.APITimeoutError as exc:
                 raise self._fail("timeout", "The provider did not answer in time.") from exc
@@ -270,25 +281,28 @@ class OpenAIChatStream:
             raise self._error_or_cancelled()
         return sdk_stream
 
-    def _request_kwargs(self) -> dict[str, Any]:
-        request = self._request
-        policy = self._gateway.policy
+    def _timeout(self) -> httpx.Timeout:
+        request, policy = self._request, self._gateway.policy
         read = request.timeout if request.timeout is not None else policy.read_timeout
-        kwargs: dict[str, Any] = {
+        return httpx.Timeout(
+            connect=policy.connect_timeout, read=read, write=read, pool=policy.connect_timeout
+        )
+
+    def _request_body(self) -> dict[str, Any]:
+        """The chat-completions request body, as JSON-ready values."""
+        request = self._request
+        body: dict[str, Any] = {
             "model": request.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
-            "timeout": httpx.Timeout(
-                connect=policy.connect_timeout, read=read, write=read, pool=policy.connect_timeout
-            ),
         }
         if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
+            body["temperature"] = request.temperature
         if request.max_tokens is not None:
-            kwargs["max_tokens"] = request.max_tokens
+            body["max_tokens"] = request.max_tokens
         if request.json_schema is not None:
-            kwargs["response_format"] = {
+            body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {
                     "name": request.schema_name,
@@ -296,7 +310,7 @@ class OpenAIChatStream:
                     "strict": True,
                 },
             }
-        return kwargs
+        return body
 
     def _parse_structured(self, text: str, usage: TokenUsage) -> dict[str, Any]:
         schema = self._request.json_schema or {}

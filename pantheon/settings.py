@@ -14,6 +14,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+import pantheon.db  # noqa: F401  (connects the pool's checkout check, see DATABASES below)
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -107,6 +109,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # (workers times DATABASE_POOL_MAX_SIZE must stay below the server's max_connections).
     if env.bool("DATABASE_POOL", default=True):
         DATABASES["default"]["CONN_MAX_AGE"] = 0
+        # With a pool, Django turns this into the pool's check: one round trip per checkout, so
+        # a connection that died while idle in the pool (a server restart, a killed backend) is
+        # replaced instead of handed to a request; pantheon.db makes the first dead one drain
+        # the pool (`pool_check`).
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
         DATABASES["default"]["OPTIONS"]["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
             "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=16),
@@ -276,6 +283,9 @@ CONTEXT_DEFAULT_MODEL_LIMIT = env.int("CONTEXT_DEFAULT_MODEL_LIMIT", default=819
 CONTEXT_RECENT_TURNS_TO_KEEP = env.int("CONTEXT_RECENT_TURNS_TO_KEEP", default=4)
 
 TURN_STALE_AFTER_SECONDS = env.int("TURN_STALE_AFTER_SECONDS", default=600)
+# A summary claimed by a worker that died is retaken after this long; longer than the task's
+# hard time limit, so a live worker's claim is never taken from it.
+SUMMARY_CLAIM_LEASE_SECONDS = env.int("SUMMARY_CLAIM_LEASE_SECONDS", default=360)
 # Streaming: a `: keep-alive` comment after this many seconds of silence.
 SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=10.0)
 ROOM_MAX_AGENTS_PER_TURN = env.int("ROOM_MAX_AGENTS_PER_TURN", default=5)

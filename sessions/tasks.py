@@ -13,6 +13,7 @@ from sessions.services.summaries import (
     SummaryRetryable,
     summaries_due,
     summary_generate,
+    summary_lease_remaining,
     summary_mark_failed,
 )
 from sessions.services.turns import turns_fail_stale
@@ -32,12 +33,21 @@ def retry_countdown(retries: int) -> float:
 def summarize_session(self, summary_id: str) -> str:  # type: ignore[no-untyped-def]
     """Write one structured session summary (idempotent: a duplicate delivery does nothing)."""
     try:
-        return summary_generate(summary_id=UUID(summary_id))
+        status = summary_generate(summary_id=UUID(summary_id))
     except SummaryRetryable as exc:
         if self.request.retries >= SUMMARY_MAX_RETRIES:
             summary_mark_failed(summary_id=UUID(summary_id), code=str(exc) or "llm_unavailable")
             return "failed"
         raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries)) from exc
+    if status == "skipped" and (self.request.delivery_info or {}).get("redelivered"):
+        # This very message was delivered before and its worker was lost mid-task (SIGKILL, OOM:
+        # reject_on_worker_lost requeued it), so the running claim it found is most likely its
+        # own, abandoned. Come back once the claim's lease has passed and retake it, rather
+        # than leaving the summary to the periodic sweep.
+        wait = summary_lease_remaining(summary_id=UUID(summary_id))
+        if wait is not None and self.request.retries < SUMMARY_MAX_RETRIES:
+            raise self.retry(countdown=wait + 1)  # else the periodic sweep retakes it
+    return status
 
 
 def summary_enqueue(summary_id: UUID) -> bool:

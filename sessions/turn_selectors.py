@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +25,9 @@ from sessions.models import (
     TurnStatus,
 )
 from usage.models import LlmCallEvent
+
+# The scale of llm_call_events.oe_tokens, so an in-memory total reads as the database's SUM.
+_OE_QUANTUM = Decimal(1).scaleb(-LlmCallEvent._meta.get_field("oe_tokens").decimal_places)
 
 # Turns whose messages are conversation history (a failed turn has no reply worth replaying).
 HISTORY_TURN_STATUSES = (TurnStatus.COMPLETED, TurnStatus.PARTIAL, TurnStatus.INTERRUPTED)
@@ -118,6 +122,36 @@ def turns_with_details(turns: QuerySet[Turn]) -> list[Turn]:
     for turn in page:
         turn.usage_totals = totals.get(turn.id, _EMPTY_TOTALS)  # type: ignore[attr-defined]
     return page
+
+
+def turn_with_details_from(
+    turn: Turn,
+    *,
+    messages: list[Message],
+    audits: list[TurnContextAudit],
+    events: list[LlmCallEvent],
+) -> Turn:
+    """The turn as `turns_with_details` would load it, from the rows its pipeline has just
+    written and still holds (agents attached): the 201 body of a turn that was run in this
+    request needs no query. The same ordering and the same totals as the database's."""
+    turn._prefetched_objects_cache = {  # type: ignore[attr-defined]
+        "messages": sorted(messages, key=lambda m: (m.sequence, m.created_at)),
+        "context_audits": sorted(audits, key=lambda a: a.created_at),
+    }
+    turn.usage_totals = (  # type: ignore[attr-defined]
+        {
+            "input_tokens": sum(e.input_tokens for e in events),
+            "output_tokens": sum(e.output_tokens for e in events),
+            "oe_tokens": sum((Decimal(e.oe_tokens) for e in events), Decimal(0)).quantize(
+                _OE_QUANTUM
+            ),
+            "credits_burned": sum(e.credits_burned for e in events),
+            "calls": len(events),
+        }
+        if events
+        else _EMPTY_TOTALS
+    )
+    return turn
 
 
 _EMPTY_TOTALS: dict[str, Any] = {

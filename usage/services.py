@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from pantheon.errors import ApplicationError
@@ -331,25 +331,29 @@ def credits_reserve(
         markup=priced.version.markup,
         credits_per_usd=priced.version.credits_per_usd,
     )
-    with transaction.atomic():
+    # No savepoint: inside a caller's transaction (a turn's admission) it would cost two round
+    # trips for nothing, and the refusal below is raised only after the block has ended.
+    with transaction.atomic(savepoint=False):
         account = _account_for_update(user)
-        _close_expired(account=account, now=now)
-        if account.available_micro < amount:
-            raise InsufficientCredits(
-                required_micro=amount, available_micro=account.available_micro
+        # With nothing reserved (the usual case) no active reservation can have expired.
+        if account.reserved_micro and _close_expired(account=account, now=now):
+            account.save(update_fields=["reserved_micro", "updated_at"])
+        available = account.available_micro
+        if available >= amount:
+            reservation = Reservation.objects.create(
+                account=account,
+                amount_micro=amount,
+                purpose=purpose,
+                model_id=model_id,
+                session_id=session_id,
+                turn_id=turn_id,
+                created_at=now,
+                expires_at=now + RESERVATION_TTL,
             )
-        reservation = Reservation.objects.create(
-            account=account,
-            amount_micro=amount,
-            purpose=purpose,
-            model_id=model_id,
-            session_id=session_id,
-            turn_id=turn_id,
-            created_at=now,
-            expires_at=now + RESERVATION_TTL,
-        )
-        account.reserved_micro += amount
-        account.save(update_fields=["reserved_micro", "updated_at"])
+            account.reserved_micro += amount
+            account.save(update_fields=["reserved_micro", "updated_at"])
+    if available < amount:
+        raise InsufficientCredits(required_micro=amount, available_micro=available)
     return reservation
 
 
@@ -437,13 +441,25 @@ def call_event_record(
     if not idempotency_key:
         raise ValueError("A call event needs an idempotency key.")
 
-    with transaction.atomic():
+    # Checked before any write (the reservation's account is in memory when it came from
+    # `credits_reserve`), so the refusal leaves a caller's transaction usable.
+    if reservation is not None and reservation.account.user_id != user.pk:
+        raise ValueError("The reservation belongs to another user's account.")
+
+    # No savepoint: in a turn this runs inside the call's own transaction, where a savepoint
+    # would cost two round trips for nothing.
+    with transaction.atomic(savepoint=False):
         account = _account_for_update(user)
-        if reservation is not None and reservation.account_id != account.pk:
-            raise ValueError("The reservation belongs to another user's account.")
-        existing = LlmCallEvent.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return existing
+        generation_id = generation_id or None
+        # One look for both: a repeat of this call, and an earlier call with the same
+        # generation id.
+        seen = Q(idempotency_key=idempotency_key)
+        if generation_id is not None:
+            seen |= Q(generation_id=generation_id)
+        earlier = list(LlmCallEvent.objects.filter(seen).values_list("pk", "idempotency_key")[:2])
+        repeat = next((pk for pk, key in earlier if key == idempotency_key), None)
+        if repeat is not None:
+            return LlmCallEvent.objects.get(pk=repeat)
 
         buckets = metering.buckets_from_usage(
             prompt_tokens=prompt_tokens,
@@ -463,11 +479,7 @@ def call_event_record(
                 markup=priced.version.markup,
                 credits_per_usd=priced.version.credits_per_usd,
             )
-        generation_id = generation_id or None
-        if (
-            generation_id is not None
-            and LlmCallEvent.objects.filter(generation_id=generation_id).exists()
-        ):
+        if earlier:  # not this call's key, so the generation id's
             # The idempotency key is what deduplicates a call; a provider that repeats a
             # generation id must not make a real call go unrecorded or unbilled.
             logger.warning("generation id %s seen before; recorded without it", generation_id)

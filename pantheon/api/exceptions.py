@@ -7,15 +7,20 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from pantheon.api.parsers import RequestTooLarge
+from pantheon.db import connection_is_broken, connection_lost
 from pantheon.errors import ApplicationError
 
 logger = logging.getLogger("pantheon.api")
+
+# Seconds a client is told to wait when the database is unreachable (a restart, a failover).
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 # DRF exception class -> contract code. Anything not listed keeps DRF's own default code.
@@ -111,10 +116,30 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 
     set_rollback()
     view = context.get("view")
+    if isinstance(exc, OperationalError | InterfaceError):
+        if connection_is_broken(exc):
+            connection_lost()
+        return _database_unavailable(exc, view)
     logger.exception("unhandled error in %s", type(view).__name__ if view else "API view")
     return Response(
         error_body("internal_error", "An unexpected error occurred."),
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+def _database_unavailable(exc: Exception, view: Any) -> Response:
+    """The database is unreachable (connection lost or refused, pool exhausted): a transient
+    outage, not a bug, so 503 with Retry-After and a warning without a stack trace. Other
+    database errors (IntegrityError, ProgrammingError…) stay 500s: retrying will not fix them."""
+    logger.warning(
+        "database unavailable in %s: %s",
+        type(view).__name__ if view else "API view",
+        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+    )
+    return Response(
+        error_body("service_unavailable", "The database is unavailable; retry shortly."),
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
     )
 
 

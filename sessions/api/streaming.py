@@ -37,7 +37,6 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from pantheon.api.exceptions import error_body
 from pantheon.api.schema import PantheonAutoSchema
 from rooms.models import Agent
-from sessions import turn_selectors
 from sessions.api.turn_serializers import TurnSerializer
 from sessions.models import Message, MessageStatus, Turn
 from sessions.services.turns import AdmittedTurn, turn_execute
@@ -163,7 +162,7 @@ class TurnStreamObserver:
         """Execute the turn here, emitting its events; always ends the stream."""
         try:
             outcome = turn_execute(admitted=self._admitted, observer=self)
-            turn = turn_selectors.turn_get_by_id(turn_id=outcome.turn_id)
+            turn = outcome.turn
             # The same body as the 201 answer (a failed single-speaker turn included: the
             # stream is already 200, its body says `failed`).
             self._emit("turn.completed", TurnSerializer(turn).data)

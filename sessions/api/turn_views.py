@@ -35,6 +35,7 @@ from sessions.api.turn_serializers import (
     TurnCreateSerializer,
     TurnSerializer,
 )
+from sessions.models import Turn
 from sessions.selectors import session_get_for_user
 from sessions.services.turns import Replay, request_fingerprint, turn_admit, turn_execute
 
@@ -52,9 +53,11 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-def render_turn_outcome(turn_id: UUID, status_code: int) -> Response:
-    """The 201 turn body, or the 502 `llm_unavailable` error carrying the turn id."""
-    turn = turn_selectors.turn_get_by_id(turn_id=turn_id)
+def render_turn_outcome(turn_id: UUID, status_code: int, turn: Turn | None = None) -> Response:
+    """The 201 turn body, or the 502 `llm_unavailable` error carrying the turn id. `turn`, when
+    given, already holds its details (a turn just run here); otherwise it is read."""
+    if turn is None:
+        turn = turn_selectors.turn_get_by_id(turn_id=turn_id)
     if status_code == 502:
         return Response(
             error_body(
@@ -131,7 +134,7 @@ class TurnListCreateView(APIView):
         if wants_event_stream(request):
             return turn_stream_response(admitted, incremental=served_over_asgi(request))
         outcome = turn_execute(admitted=admitted)
-        return render_turn_outcome(outcome.turn_id, outcome.status_code)
+        return render_turn_outcome(outcome.turn_id, outcome.status_code, outcome.turn)
 
     @extend_schema(operation_id="turns_list", responses={200: TurnSerializer(many=True)})
     def get(self, request: Request, session_id: UUID) -> Response:

@@ -33,13 +33,19 @@ from sessions.models import (
     SummaryStatus,
 )
 from sessions.services.calls import call_event_write, provider_call
-from usage.services import InsufficientCredits, credits_reserve
+from usage.models import CallPurpose, Reservation, ReservationStatus
+from usage.services import InsufficientCredits, credits_reserve, reservation_release
 
 logger = logging.getLogger(__name__)
 
 SUMMARY_OUTPUT_TOKENS = 1500
-# A running claim older than this is considered abandoned (its worker died) and may be retaken.
-CLAIM_LEASE_SECONDS = settings.CELERY_TASK_TIME_LIMIT + 60
+
+
+def claim_lease() -> timedelta:
+    """A running claim older than this (SUMMARY_CLAIM_LEASE_SECONDS) is abandoned: its worker
+    died, and the row may be retaken. Read at call time, so a test can shorten it."""
+    return timedelta(seconds=settings.SUMMARY_CLAIM_LEASE_SECONDS)
+
 
 _ITEM = {
     "type": "object",
@@ -121,13 +127,16 @@ def _claim(summary_id: UUID) -> _Claim | None:
         )
         if summary is None:
             return None
-        lease_start = now - timedelta(seconds=CLAIM_LEASE_SECONDS)
-        abandoned = summary.status == SummaryStatus.RUNNING and summary.updated_at < lease_start
+        abandoned = (
+            summary.status == SummaryStatus.RUNNING and summary.updated_at < now - claim_lease()
+        )
         if summary.status != SummaryStatus.PENDING and not abandoned:
             return None
         summary.status = SummaryStatus.RUNNING
         summary.attempts += 1
         summary.save(update_fields=["status", "attempts", "updated_at"])
+    if abandoned:  # after the claim's commit: never an account lock under the summary's
+        _release_abandoned_reservations(summary)
     previous = (
         SessionSummary.objects.filter(
             session_id=summary.session_id,
@@ -138,6 +147,27 @@ def _claim(summary_id: UUID) -> _Claim | None:
         .first()
     )
     return _Claim(summary=summary, previous=previous)
+
+
+def _release_abandoned_reservations(summary: SessionSummary) -> None:
+    """The dead worker's reservation (its call never finished, so nothing was billed) is freed
+    now rather than at its expiry. Only one summary of a session is ever pending or running, so
+    the session's active summary reservations are that worker's."""
+    for reservation in Reservation.objects.filter(
+        session_id=summary.session_id,
+        purpose=CallPurpose.SUMMARY,
+        status=ReservationStatus.ACTIVE,
+    ):
+        reservation_release(reservation=reservation)
+
+
+def summary_lease_remaining(*, summary_id: UUID) -> float | None:
+    """Seconds until a running summary's claim may be retaken; None when it is not running."""
+    summary = SessionSummary.objects.filter(pk=summary_id, status=SummaryStatus.RUNNING).first()
+    if summary is None:
+        return None
+    ends = summary.updated_at + claim_lease()
+    return max(0.0, (ends - timezone.now()).total_seconds())
 
 
 def _transcript(summary: SessionSummary, previous: SessionSummary | None) -> tuple[str, int]:
@@ -329,7 +359,7 @@ def summaries_due(*, older_than_seconds: int = 30) -> list[UUID]:
     )
     abandoned = SessionSummary.objects.filter(
         status=SummaryStatus.RUNNING,
-        updated_at__lt=now - timedelta(seconds=CLAIM_LEASE_SECONDS),
+        updated_at__lt=now - claim_lease(),
     )
     return list(pending.values_list("id", flat=True)) + list(abandoned.values_list("id", flat=True))
 

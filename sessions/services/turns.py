@@ -16,21 +16,24 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from accounts.models import User
 from llm import budget, tokenizer
 from llm.gateway import ChatMessage, GatewayRequest
 from llm.models import ModelConfig
+from pantheon.db import connection_is_broken, connection_lost
 from pantheon.errors import ApplicationError
 from rooms.models import Agent, Room, TurnMode
 from sessions import routing, turn_selectors
@@ -49,10 +52,12 @@ from sessions.models import (
     TurnStatus,
 )
 from sessions.services.calls import CallOutcome, call_event_write, provider_call
-from usage.models import Reservation
+from usage.models import LlmCallEvent, Reservation
 from usage.services import InsufficientCredits, credits_reserve, reservation_release
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 # --- request fingerprint and idempotency ------------------------------------------------------
@@ -409,6 +414,8 @@ def resolve_speakers(
 class TurnOutcome:
     turn_id: UUID
     status_code: int
+    # The finished turn with its messages, audits and usage attached (no query to render it).
+    turn: Turn
 
 
 @dataclass
@@ -428,6 +435,12 @@ class _TurnState:
     calls: int = 0
     results: list[_SpeakerResult] = field(default_factory=list)
     summaries_requested: list[UUID] = field(default_factory=list)
+    # What the turn wrote, kept to render it without reading it back.
+    user_message: Message | None = None
+    audits: list[TurnContextAudit] = field(default_factory=list)
+    events: list[LlmCallEvent] = field(default_factory=list)
+    # Reservations made for this turn and not yet settled by a recorded call.
+    unsettled: set[UUID] = field(default_factory=set)
 
 
 @dataclass
@@ -570,7 +583,9 @@ def turn_execute(*, admitted: AdmittedTurn, observer: TurnObserver | None = None
                 state.results.append(_speaker_failed(state, prepared, position, *failure))
                 continue
         observer.agent_started(agent)
-        result, reply = _speak(state, prepared, position, reservation)
+        result, reply = _speak(
+            state, prepared, position, reservation, last=position == len(speakers)
+        )
         state.results.append(result)
         if reply is not None:
             replies.append(reply)
@@ -595,12 +610,29 @@ def _turn_open(
     now = timezone.now()
     try:
         with transaction.atomic():
-            locked = Session.objects.select_for_update(no_key=True).get(pk=session.pk)
-            running = Turn.objects.filter(session=locked, status=TurnStatus.RUNNING).first()
-            if running is not None:
-                if running.progress_at > now - timedelta(seconds=settings.TURN_STALE_AFTER_SECONDS):
+            # Whether the session has a running turn is read with the lock: one round trip.
+            # The subquery sees the snapshot from before the lock wait, so a turn opened
+            # meanwhile is caught by the one-running-turn constraint below, and a stale one
+            # is read again, locked, before it is failed.
+            running_turns = Turn.objects.filter(session=OuterRef("pk"), status=TurnStatus.RUNNING)
+            locked = (
+                Session.objects.select_for_update(no_key=True)
+                .annotate(running_since=Subquery(running_turns.values("progress_at")[:1]))
+                .get(pk=session.pk)
+            )
+            stale_before = now - timedelta(seconds=settings.TURN_STALE_AFTER_SECONDS)
+            if locked.running_since is not None:
+                if locked.running_since > stale_before:
                     raise _turn_in_progress()
-                _turn_fail_stale(running, now=now)
+                running = (
+                    Turn.objects.select_for_update(no_key=True)
+                    .filter(session=locked, status=TurnStatus.RUNNING)
+                    .first()
+                )
+                if running is not None:
+                    if running.progress_at > stale_before:
+                        raise _turn_in_progress()
+                    _turn_fail_stale(running, now=now)
             if (
                 idempotency_key
                 and TurnIdempotencyKey.objects.filter(user=user, key=idempotency_key).exists()
@@ -625,7 +657,7 @@ def _turn_open(
                 session_id=locked.id,
                 turn_id=turn.id,
             )
-            Message.objects.create(
+            user_message = Message.objects.create(
                 session=locked,
                 turn=turn,
                 sequence=0,
@@ -650,7 +682,14 @@ def _turn_open(
             raise _idempotency_key_in_use() from exc
         raise _turn_in_progress() from exc
     session.turn_counter = locked.turn_counter
-    state = _TurnState(session=locked, turn=turn, user=user, idempotency_key=idempotency_key)
+    state = _TurnState(
+        session=locked,
+        turn=turn,
+        user=user,
+        idempotency_key=idempotency_key,
+        user_message=user_message,
+        unsettled={reservation.id},
+    )
     if requested is not None:
         state.summaries_requested.append(requested.id)
     return state, reservation
@@ -707,6 +746,7 @@ def _reserve_for_speaker(
         )
     except InsufficientCredits as exc:
         return None, ("insufficient_credits", exc.message)
+    state.unsettled.add(reservation.id)
     return reservation, None
 
 
@@ -727,8 +767,9 @@ def _speaker_failed(
             error_code=code,
             error_message=message,
         )
-        _audit(session=state.session, turn=state.turn, prepared=prepared)
+        audit = _audit(session=state.session, turn=state.turn, prepared=prepared)
         _touch(state.turn)
+    state.audits.append(audit)
     state.observer.agent_finished(prepared.agent, msg, None)
     return _SpeakerResult(message=msg, ok=False)
 
@@ -751,9 +792,12 @@ def _record_call(
     prepared: PreparedCall,
     outcome: CallOutcome,
     reservation: Reservation | None,
+    *,
+    touch: bool = True,
 ) -> UUID:
     """Inside the caller's transaction: the call event (priced, burned, reservation settled),
-    the context audit with the provider's prompt count, and the turn's progress."""
+    the context audit with the provider's prompt count, and the turn's progress (unless
+    `touch` is false: the turn's close, which writes it anyway, comes next)."""
     state.calls += 1
     usage = outcome.usage
     event = call_event_write(
@@ -762,13 +806,13 @@ def _record_call(
         purpose=prepared.purpose,
         model_id=prepared.model.id,
         outcome=outcome,
-        idempotency_key=f"turn:{state.turn.id}:call:{state.calls}",
+        idempotency_key=_call_key(state, state.calls),
         room_id=state.session.room_id,
         session_id=state.session.id,
         turn_id=state.turn.id,
         agent_id=prepared.agent.id if prepared.agent else None,
     )
-    _audit(
+    audit = _audit(
         session=state.session,
         turn=state.turn,
         prepared=prepared,
@@ -778,13 +822,18 @@ def _record_call(
         ),
         call_event_id=event.id,
     )
+    state.events.append(event)
+    state.audits.append(audit)
+    if reservation is not None:
+        state.unsettled.discard(reservation.id)
     if prepared.summary_cover_to is not None and not state.summaries_requested:
         requested = _summary_request(
             session=state.session, turn=state.turn, cover_to=prepared.summary_cover_to
         )
         if requested is not None:
             state.summaries_requested.append(requested.id)
-    _touch(state.turn)
+    if touch:
+        _touch(state.turn)
     return event.id
 
 
@@ -793,8 +842,11 @@ def _speak(
     prepared: PreparedCall,
     position: int,
     reservation: Reservation | None,
+    *,
+    last: bool = False,
 ) -> tuple[_SpeakerResult, Reply | None]:
-    """One agent's reply: the call, then one transaction for message, event, burn and audit."""
+    """One agent's reply: the call, then one transaction for message, event, burn and audit.
+    The `last` speaker leaves the turn's progress to the close that follows."""
     agent = prepared.agent
     assert agent is not None
     outcome = _invoke(
@@ -810,21 +862,32 @@ def _speak(
     status = {"ok": MessageStatus.OK, "cancelled": MessageStatus.INTERRUPTED}.get(
         outcome.status, MessageStatus.ERROR
     )
-    with transaction.atomic():
-        msg = Message.objects.create(
-            session=state.session,
-            turn=state.turn,
-            sequence=position,
-            role=MessageRole.ASSISTANT,
-            agent=agent,
-            mode=state.turn.mode,
-            # A failed reply is never content: no later prompt may mistake it for an answer.
-            content=outcome.text if status != MessageStatus.ERROR else "",
-            status=status,
-            error_code=outcome.error_code if status != MessageStatus.OK else "",
-            error_message=outcome.error_message,
-        )
-        event_id = _record_call(state, prepared, outcome, reservation)
+
+    def write() -> tuple[Message, UUID]:
+        with transaction.atomic():
+            msg = Message.objects.create(
+                session=state.session,
+                turn=state.turn,
+                sequence=position,
+                role=MessageRole.ASSISTANT,
+                agent=agent,
+                mode=state.turn.mode,
+                # A failed reply is never content: no later prompt may mistake it for an answer.
+                content=outcome.text if status != MessageStatus.ERROR else "",
+                status=status,
+                error_code=outcome.error_code if status != MessageStatus.OK else "",
+                error_message=outcome.error_message,
+            )
+            return msg, _record_call(state, prepared, outcome, reservation, touch=not last)
+
+    def committed() -> tuple[Message, UUID] | None:
+        event = _committed_call(state, reservation)
+        if event is None:
+            return None
+        message = Message.objects.select_related("agent").get(turn=state.turn, sequence=position)
+        return message, event.id
+
+    msg, event_id = _write_with_reconnect(state, write, committed)
     state.observer.agent_finished(agent, msg, event_id)
     ok = status == MessageStatus.OK
     result = _SpeakerResult(message=msg, ok=ok, interrupted=status == MessageStatus.INTERRUPTED)
@@ -866,8 +929,11 @@ def _route(
                 schema_name="routing",
             ),
         )
-        with transaction.atomic():
-            _record_call(state, prepared, outcome, reservation)
+        _write_with_reconnect(
+            state,
+            transaction.atomic()(partial(_record_call, state, prepared, outcome, reservation)),
+            partial(_committed_call, state, reservation),
+        )
         if outcome.status == "ok":
             try:
                 decision = routing.validate_routing(outcome.parsed, handles, max_agents)
@@ -912,6 +978,60 @@ def _route(
 # --- closing -----------------------------------------------------------------------------------
 
 
+def _write_with_reconnect(
+    state: _TurnState,
+    write: Callable[[], T],
+    committed: Callable[[], T | None] | None = None,
+) -> T:
+    """Run one of the turn's short write transactions after a provider call. When the database
+    connection is lost meanwhile (a killed backend, a restart, a failover), the transaction was
+    rolled back: it is made once more on a fresh connection, so a short outage still ends the
+    turn in its documented state, its call billed once. If the connection died in the COMMIT
+    itself, the first attempt may have committed after all: `committed()` looks for what it
+    wrote (the call's event, by its ledger key) and returns it, so nothing is written twice.
+    A second failure goes up (503 `service_unavailable`); the turn then stays running until
+    the stale sweep fails it and releases its reservation. Other database errors (a pool
+    checkout timeout, a deadlock) go up at once."""
+    calls, requested = state.calls, len(state.summaries_requested)
+    audits, events = len(state.audits), len(state.events)
+    try:
+        return write()
+    except (OperationalError, InterfaceError) as exc:
+        # In the caller's own transaction, only the caller can redo it.
+        if connection.in_atomic_block or not connection_is_broken(exc):
+            raise
+        logger.warning("database connection lost in turn %s; retrying once: %s", state.turn.id, exc)
+        connection_lost()
+        state.calls = calls
+        del state.summaries_requested[requested:]
+        del state.audits[audits:]
+        del state.events[events:]
+        done = committed() if committed is not None else None
+        return done if done is not None else write()
+
+
+def _call_key(state: _TurnState, call: int) -> str:
+    """The ledger key of the turn's `call`-th provider call."""
+    return f"turn:{state.turn.id}:call:{call}"
+
+
+def _committed_call(state: _TurnState, reservation: Reservation | None) -> LlmCallEvent | None:
+    """The next call's event if its transaction committed after all (its COMMIT's answer was
+    lost), with the audit it wrote, taken into the turn's state; None when it did not commit.
+    A summary it requested stays pending for the sweep."""
+    event = LlmCallEvent.objects.filter(idempotency_key=_call_key(state, state.calls + 1)).first()
+    if event is None:
+        return None
+    state.calls += 1
+    state.events.append(event)
+    state.audits.append(
+        TurnContextAudit.objects.select_related("agent").get(call_event_id=event.id)
+    )
+    if reservation is not None:
+        state.unsettled.discard(reservation.id)
+    return event
+
+
 def _touch(turn: Turn) -> None:
     turn.progress_at = timezone.now()
     Turn.objects.filter(pk=turn.pk).update(progress_at=turn.progress_at)
@@ -934,29 +1054,48 @@ def _turn_close(state: _TurnState, *, speakers_count: int) -> TurnOutcome:
     status_code = 502 if status == TurnStatus.FAILED and speakers_count == 1 else 201
     now = timezone.now()
     turn = state.turn
-    with transaction.atomic():
-        turn.status = status
-        turn.assistant_output = output
-        turn.completed_at = now
-        turn.progress_at = now
-        turn.error_code = "llm_unavailable" if status_code == 502 else ""
-        turn.save(
-            update_fields=[
-                "status",
-                "assistant_output",
-                "completed_at",
-                "progress_at",
-                "error_code",
-            ]
-        )
-        if state.idempotency_key:
-            TurnIdempotencyKey.objects.filter(turn=turn, status=IdempotencyStatus.RUNNING).update(
-                status=IdempotencyStatus.DONE, response_status=status_code
+
+    # The usual close is the turn's UPDATE alone: one statement, no transaction around it.
+    alone = not state.idempotency_key and not state.unsettled
+
+    def write() -> None:
+        with nullcontext() if alone else transaction.atomic():
+            turn.status = status
+            turn.assistant_output = output
+            turn.completed_at = now
+            turn.progress_at = now
+            turn.error_code = "llm_unavailable" if status_code == 502 else ""
+            turn.save(
+                update_fields=[
+                    "status",
+                    "assistant_output",
+                    "completed_at",
+                    "progress_at",
+                    "error_code",
+                ]
             )
-        _release_leftover_reservations(turn.id)
-        for summary_id in state.summaries_requested:
-            transaction.on_commit(partial(_enqueue_summary, summary_id), robust=True)
-    return TurnOutcome(turn_id=turn.id, status_code=status_code)
+            if state.idempotency_key:
+                TurnIdempotencyKey.objects.filter(
+                    turn=turn, status=IdempotencyStatus.RUNNING
+                ).update(status=IdempotencyStatus.DONE, response_status=status_code)
+            if state.unsettled:
+                _release_leftover_reservations(turn.id)
+            # Outside a transaction, on_commit runs at once: the UPDATE has committed.
+            for summary_id in state.summaries_requested:
+                transaction.on_commit(partial(_enqueue_summary, summary_id), robust=True)
+
+    _write_with_reconnect(state, write)
+    messages = [state.user_message, *(r.message for r in state.results)]
+    return TurnOutcome(
+        turn_id=turn.id,
+        status_code=status_code,
+        turn=turn_selectors.turn_with_details_from(
+            turn,
+            messages=[m for m in messages if m is not None],
+            audits=state.audits,
+            events=state.events,
+        ),
+    )
 
 
 def _enqueue_summary(summary_id: UUID) -> None:

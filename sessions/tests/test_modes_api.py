@@ -291,3 +291,57 @@ def test_orchestrator_default_mode_and_offline_routing(db, settings) -> None:  #
     assert body["mode"] == "orchestrator"
     assert body["routing"]["selected"] == ["cy"]
     assert body["messages"][1]["content"].startswith("[offline model]")
+
+
+# --- the 201 body is rendered from what the turn wrote: it must equal the stored turn ------------
+
+
+def _scripted_round_table_with_a_failure(room: Room, stub) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    stub.enqueue(StubReply(text="Ada's answer."), model=MINI)
+    stub.enqueue(StubReply(status=500), model=FAILING, times=3)
+    stub.enqueue(StubReply(text="Cy's answer.", usage={"cached_tokens": 3}), model=MINI)
+    return {"input": "Plan the launch."}
+
+
+def _scripted_orchestrator_with_a_reprompt(room: Room, stub) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    _route(stub, {"agents": ["zed"], "reason": "Zed knows."})
+    _route(stub, {"agents": ["cy", "ada"], "reason": "Cy, then Ada."})
+    return {"input": "Review this.", "mode": "orchestrator"}
+
+
+def _scripted_manual_two_mentions(room: Room, stub) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return {"input": "@cy and @ada, thoughts?", "mode": "manual"}
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        _scripted_round_table_with_a_failure,
+        _scripted_orchestrator_with_a_reprompt,
+        _scripted_manual_two_mentions,
+    ],
+)
+def test_the_201_body_is_the_stored_turn(room: Room, llm_stub, script) -> None:  # type: ignore[no-untyped-def]
+    room.post("A first turn, so the second has history.")
+    body = script(room, llm_stub)
+    response = room.client.post(
+        f"/api/v1/sessions/{room.session.id}/turns",
+        body,
+        format="json",
+        headers={"Idempotency-Key": f"same-{script.__name__}"},
+    )
+    assert response.status_code == 201, response.content
+    created = response.json()
+    assert created["usage"]["credits_burned"] != "0"
+    stored = room.client.get(
+        f"/api/v1/sessions/{room.session.id}/turns/{created['turn_index']}"
+    ).json()
+    assert created == stored
+    replay = room.client.post(
+        f"/api/v1/sessions/{room.session.id}/turns",
+        body,
+        format="json",
+        headers={"Idempotency-Key": f"same-{script.__name__}"},
+    )
+    assert replay.json() == stored
+    _ledger_ok()

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 
 from pantheon.celery import app as celery_app
 from pantheon.testing.stub_llm import StubReply
@@ -26,6 +21,7 @@ from sessions.tests.test_turns_api import Setup, _roles_and_contents, _setup
 from usage.models import LlmCallEvent
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+pytest_plugins = ["pantheon.testing.celery_worker"]  # the `worker` fixture: a real worker
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY_MODEL = "openai/gpt-4o-mini"
@@ -48,59 +44,6 @@ def _wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-unty
             return
         time.sleep(0.1)
     raise AssertionError("condition not reached in time")
-
-
-@pytest.fixture
-def worker(llm_stub, transactional_db) -> Iterator[subprocess.Popen[bytes]]:  # type: ignore[no-untyped-def]
-    """A real `celery worker` process on the real broker, using this test database and stub."""
-    db = settings.DATABASES["default"]
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "OPENROUTER_BASE_URL": llm_stub.url,
-        "OPENROUTER_API_KEY": "sk-test",
-        "LLM_READ_TIMEOUT_SECONDS": "5",
-        "DATABASE_CONN_MAX_AGE": "0",
-    }
-    celery_app.control.purge()
-    log = open(ROOT / "artifacts" / "celery-worker.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "pantheon",
-            "worker",
-            "-Q",
-            "default",
-            "--pool",
-            "solo",
-            "-l",
-            "info",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"test-{os.getpid()}@%h",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_for(lambda: bool(celery_app.control.ping(timeout=0.5)), timeout=60)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-        connection.close()
 
 
 @pytest.fixture(autouse=True)
