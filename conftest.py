@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -100,6 +101,18 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
         conn.close()
         if hasattr(conn, "close_pool"):
             conn.close_pool()
+
+
+@pytest.fixture(autouse=True)
+def _generous_anonymous_rate(settings: Any) -> None:
+    """The test client always comes from 127.0.0.1, and many tests send requests without
+    credentials on purpose: the anonymous rate (per address) is raised for them. The tests of
+    that throttle set their own rate."""
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**rates, "anon": "100000/min"},
+    }
 
 
 @pytest.fixture

@@ -1,20 +1,36 @@
 """Staff admin for users and API keys. Key secrets are never shown (only their hash is stored,
-and even that stays out of every form); keys are revoked through `accounts.services`."""
+and even that stays out of every form); keys are revoked through `accounts.services`.
+
+Privileges are granted by superusers only: for any other staff user the permission fields are
+read-only (and left out of the submitted form, so a crafted POST cannot set them), and accounts
+holding privileges other than their own — staff and superusers — are view-only, since setting
+such an account's password or e-mail would take its privileges over.
+
+Also here: the admins of Django's groups and of django-axes' login records (both identity
+concerns), re-registered with the changelist NUL guard.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from axes.admin import AccessAttemptAdmin as AxesAccessAttemptAdmin
+from axes.admin import AccessFailureLogAdmin as AxesAccessFailureLogAdmin
+from axes.admin import AccessLogAdmin as AxesAccessLogAdmin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.models import Group
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import ApiKey, User
 from accounts.services import api_key_revoke, api_keys_revoke_for_users
+from pantheon.admin import SafeLookupsMixin
 
 _API_KEY_FIELDS = (
     "prefix",
@@ -24,6 +40,8 @@ _API_KEY_FIELDS = (
     "expires_at",
     "revoked_at",
 )
+# What only a superuser may change: who is staff or superuser, and what anyone may do.
+_PRIVILEGE_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")
 
 
 class _LowerCaseEmailMixin:
@@ -68,8 +86,20 @@ class ApiKeyInline(admin.TabularInline):
         return False
 
 
+def _may_edit_account(request: HttpRequest, account: User | None) -> bool:
+    """A superuser edits anyone; other staff edit their own account and accounts without
+    privileges (an account's e-mail and password are its privileges, for whoever sets them)."""
+    user = request.user
+    return (
+        user.is_superuser
+        or account is None
+        or account.pk == user.pk
+        or not (account.is_staff or account.is_superuser)
+    )
+
+
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(SafeLookupsMixin, DjangoUserAdmin):
     form = UserChangeAdminForm
     add_form = UserCreationForm
     fieldsets = (
@@ -104,6 +134,20 @@ class UserAdmin(DjangoUserAdmin):
     def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
         return self.inlines if obj is not None else ()
 
+    def get_readonly_fields(self, request: HttpRequest, obj: User | None = None) -> Any:
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        if request.user.is_superuser:
+            return readonly
+        # Read-only fields are also left out of the form, so posted values are ignored.
+        return readonly + _PRIVILEGE_FIELDS
+
+    def has_change_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
+        # Also guards the password form (`user_change_password` asks this for its user).
+        return super().has_change_permission(request, obj) and _may_edit_account(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
+        return super().has_delete_permission(request, obj) and _may_edit_account(request, obj)
+
     @admin.action(description=_("Revoke all API keys of selected users"), permissions=("change",))
     def revoke_all_api_keys(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         count = api_keys_revoke_for_users(users=queryset)
@@ -126,7 +170,7 @@ class RevokedFilter(admin.SimpleListFilter):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(SafeLookupsMixin, admin.ModelAdmin):
     """Read-only view of every key; the one write is the "revoke" action."""
 
     list_display = ("prefix", "name", "user", *_API_KEY_FIELDS[2:])
@@ -151,3 +195,31 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for api_key in keys:
             api_key_revoke(api_key=api_key)
         self.message_user(request, f"Revoked {len(keys)} API key(s).", messages.SUCCESS)
+
+
+# --- Django's groups and django-axes' login records, with the NUL guard ----------------------
+
+admin.site.unregister(Group)
+admin.site.unregister(AccessAttempt)
+admin.site.unregister(AccessLog)
+admin.site.unregister(AccessFailureLog)
+
+
+@admin.register(Group)
+class GroupAdmin(SafeLookupsMixin, DjangoGroupAdmin):
+    """Django's group admin."""
+
+
+@admin.register(AccessAttempt)
+class AccessAttemptAdmin(SafeLookupsMixin, AxesAccessAttemptAdmin):
+    """Failed admin logins counting towards a lockout (django-axes)."""
+
+
+@admin.register(AccessLog)
+class AccessLogAdmin(SafeLookupsMixin, AxesAccessLogAdmin):
+    """Successful admin logins and logouts (django-axes)."""
+
+
+@admin.register(AccessFailureLog)
+class AccessFailureLogAdmin(SafeLookupsMixin, AxesAccessFailureLogAdmin):
+    """Every failed admin login, when AXES_ENABLE_ACCESS_FAILURE_LOG is on (django-axes)."""

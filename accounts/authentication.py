@@ -177,7 +177,7 @@ def _verification_keys(header: dict[str, Any]) -> list[Any]:
 def decode_supabase_jwt(token: str) -> dict[str, Any]:
     """Verify a Supabase JWT (HS256 with any configured secret, or RS256/ES256 from the JWKS)
     and its claims: `aud`, `role=authenticated`, the issuer when configured, an unexpired `exp`,
-    and a `sub`."""
+    and a printable `sub`."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
@@ -211,14 +211,27 @@ def decode_supabase_jwt(token: str) -> dict[str, Any]:
         claims.get("role") != "authenticated"
         or not isinstance(subject, str)
         or not 0 < len(subject) <= _MAX_SUBJECT_LENGTH
+        # NUL, control characters and lone surrogates cannot be stored (PostgreSQL text, UTF-8).
+        or not subject.isprintable()
     ):
         raise exceptions.AuthenticationFailed(_INVALID)
     return claims
 
 
+def _verified_email(claims: dict[str, Any]) -> str | None:
+    """The token's `email`, only when the token itself says it is verified (a top-level
+    `email_verified: true`, e.g. added by a Supabase custom access token hook). `user_metadata`
+    is editable by the user, so its `email_verified` proves nothing. Without the proof the user
+    gets a placeholder address: a token cannot claim an address that is not its holder's."""
+    if claims.get("email_verified") is not True:
+        return None
+    email = claims.get("email")
+    return email if isinstance(email, str) else None
+
+
 def _authenticate_jwt(token: str) -> tuple[User, dict[str, Any]]:
     claims = decode_supabase_jwt(token)
-    user = user_get_or_create_for_subject(subject=claims["sub"], email=claims.get("email"))
+    user = user_get_or_create_for_subject(subject=claims["sub"], email=_verified_email(claims))
     if not user.is_active:
         raise exceptions.AuthenticationFailed(_INVALID)
     return user, claims

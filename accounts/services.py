@@ -145,7 +145,8 @@ def api_key_touch(*, api_key: ApiKey, now: datetime) -> None:
 
 
 def _usable_email(email: object) -> str | None:
-    if not isinstance(email, str) or len(email) > 254:
+    # Printable only: a lone surrogate passes `validate_email` but cannot be stored as UTF-8.
+    if not isinstance(email, str) or len(email) > 254 or not email.isprintable():
         return None
     try:
         validate_email(email)
@@ -157,8 +158,9 @@ def _usable_email(email: object) -> str | None:
 def user_get_or_create_for_subject(*, subject: str, email: object = None) -> User:
     """The user a JWT `sub` maps to, created on first sight (safe under concurrent first use).
 
-    The token's e-mail is used when it is valid and not already someone else's: an external
-    identity is never merged into an existing account silently."""
+    `email` is an address the token proves verified (the caller passes None otherwise); it is
+    used when valid and not already someone else's, so an external identity is never merged
+    into an existing account silently. Otherwise the user gets a placeholder address."""
     user = User.objects.filter(auth_subject=subject).first()
     if user is not None:
         return user

@@ -1,7 +1,9 @@
 """Admin for providers and the model catalog.
 
 A provider's API key can be set (a password field that never renders a value) but is never
-displayed — not even masked: the page only says whether a key is set.
+displayed — not even masked, whatever the staff user's permissions: the page only says whether a
+key is set. A stored key goes only to the address it was entered for: changing the base URL
+needs the key again.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from llm.models import ModelConfig, Provider, ProviderKind
+from pantheon.admin import SafeLookupsMixin
+
+# Form-only fields that write the key. A view-only change page renders every listed field
+# read-only by looking its name up on the provider, and `Provider.api_key` decrypts: these must
+# never be listed there.
+_KEY_INPUT_FIELDS = ("api_key", "clear_api_key")
 
 
 class ProviderForm(forms.ModelForm):
@@ -28,7 +36,10 @@ class ProviderForm(forms.ModelForm):
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Stored encrypted. Leave empty to keep the current key.",
+        help_text=(
+            "Stored encrypted. Leave empty to keep the current key (not when the base URL "
+            "changes: the key is then needed again)."
+        ),
     )
     clear_api_key = forms.BooleanField(
         label="Remove the stored API key", required=False, initial=False
@@ -44,7 +55,24 @@ class ProviderForm(forms.ModelForm):
             self.add_error("base_url", "An OpenAI-compatible provider needs a base URL.")
         if cleaned.get("api_key") and cleaned.get("clear_api_key"):
             self.add_error("clear_api_key", "Either set a new key or remove it, not both.")
+        if self._would_send_stored_key_elsewhere(cleaned):
+            self.add_error(
+                "api_key",
+                "The base URL changed: enter the API key again (or remove it). A stored key is "
+                "never sent to another address than the one it was entered for.",
+            )
         return cleaned
+
+    def _would_send_stored_key_elsewhere(self, cleaned: dict[str, Any]) -> bool:
+        # `self.instance` still holds the stored row here (the form's values are copied onto it
+        # after `clean`), so its key is the one that would follow the new URL.
+        return (
+            self.instance.pk is not None
+            and self.instance.has_api_key
+            and "base_url" in self.changed_data
+            and not cleaned.get("api_key")
+            and not cleaned.get("clear_api_key")
+        )
 
     def save(self, commit: bool = True) -> Provider:
         provider: Provider = super().save(commit=False)
@@ -58,7 +86,7 @@ class ProviderForm(forms.ModelForm):
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(SafeLookupsMixin, admin.ModelAdmin):
     form = ProviderForm
     list_display = ("name", "kind", "base_url", "key_set", "is_active", "updated_at")
     list_filter = ("kind", "is_active")
@@ -76,13 +104,19 @@ class ProviderAdmin(admin.ModelAdmin):
         "updated_at",
     )
 
+    def get_fields(self, request: HttpRequest, obj: Provider | None = None) -> Any:
+        fields = super().get_fields(request, obj)
+        if obj is not None and not self.has_change_permission(request, obj):
+            return [name for name in fields if name not in _KEY_INPUT_FIELDS]
+        return fields
+
     @admin.display(boolean=True, description="API key set")
     def key_set(self, obj: Provider) -> bool:
         return obj.has_api_key
 
 
 @admin.register(ModelConfig)
-class ModelConfigAdmin(admin.ModelAdmin):
+class ModelConfigAdmin(SafeLookupsMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "display_name",

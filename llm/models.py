@@ -2,9 +2,47 @@
 
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from llm.crypto import decrypt_secret, encrypt_secret
+
+_LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def _is_loopback(host: str) -> bool:
+    """`localhost`, 127.0.0.0/8 or ::1: a host whose traffic never leaves the machine."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def provider_url_error(url: str, *, allow_http: bool) -> str | None:
+    """Why `url` may not be a provider's base URL, or None when it may.
+
+    A provider's API key travels with every request to it, so it must go over TLS: https only,
+    except to a loopback host (a local vLLM, Ollama or LM Studio, the test suite's stub) or when
+    the operator allows plain http everywhere (`PANTHEON_ALLOW_HTTP_PROVIDERS`, e.g. a private
+    network)."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "https":
+        return None
+    if scheme == "http" and (allow_http or _is_loopback(parts.hostname or "")):
+        return None
+    return (
+        "Use an https:// URL: plain http is allowed only to a loopback host (localhost, "
+        "127.0.0.0/8, ::1) unless PANTHEON_ALLOW_HTTP_PROVIDERS is set."
+    )
 
 
 class ProviderKind(models.TextChoices):
@@ -40,6 +78,13 @@ class Provider(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # Runs in `full_clean`, so the admin's form and `llm.services.provider_create` both
+        # refuse a URL the key must not travel to.
+        error = provider_url_error(self.base_url, allow_http=settings.PANTHEON_ALLOW_HTTP_PROVIDERS)
+        if error:
+            raise ValidationError({"base_url": error})
 
     @property
     def api_key(self) -> str:

@@ -4,6 +4,9 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from pantheon.api.presence import watch_disconnect
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pantheon.settings")
 
-application = get_asgi_application()
+# Every request learns when its client hangs up, even before its response starts.
+application = watch_disconnect(get_asgi_application())

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp import constants as csp_constants
 from django.core.exceptions import ImproperlyConfigured
 
 import pantheon.db  # noqa: F401  (connects the pool's checkout check, see DATABASES below)
@@ -55,6 +57,8 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
+    "csp",
     "accounts.apps.AccountsConfig",
     "llm.apps.LlmConfig",
     "usage.apps.UsageConfig",
@@ -66,12 +70,18 @@ MIDDLEWARE = [
     "pantheon.api.logging.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Unauthenticated API requests, per client address (see REST_FRAMEWORK below).
+    "pantheon.api.throttling.AnonymousThrottleMiddleware",
+    # Content-Security-Policy on the admin and docs pages only (see below).
+    "pantheon.security.PageCSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it only turns a login that axes refused into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "pantheon.urls"
@@ -131,6 +141,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TEST_NON_SERIALIZED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
 
 AUTH_USER_MODEL = "accounts.User"
+# django-axes' backend first: it refuses a locked-out login before any password is checked
+# (`AxesStandaloneBackend`, letting in-process logins without a request through, see there). The
+# API's bearer authentication never calls `authenticate()`, so axes sees admin logins only.
+AUTHENTICATION_BACKENDS = [
+    "pantheon.security.LoginLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
@@ -186,6 +203,45 @@ if PANTHEON_HTTPS:
     SECURE_REFERRER_POLICY = "same-origin"
     SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
+# Content-Security-Policy (django-csp 4 format) for the HTML pages: the admin and the API docs
+# (Swagger UI from drf-spectacular-sidecar). Everything they load is served by Pantheon itself;
+# their few inline <script>/<style> blocks carry the request's nonce; Swagger UI's stylesheet
+# draws its icons from data: URIs. JSON API responses get no header and no per-request work:
+# `pantheon.security.PageCSPMiddleware` acts only under these path prefixes.
+CSP_PAGE_PATH_PREFIXES = ("/admin/", "/api/docs/")
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "script-src": ["'self'", csp_constants.NONCE],
+        "style-src": ["'self'", csp_constants.NONCE],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+    }
+}
+
+# --- Admin login lockout (django-axes) ---------------------------------------------------------
+# A few failed logins lock the account (from any address) and the address (for any account)
+# for a cool-off; every further attempt during it, right password or not, is refused and restarts
+# it. Attempts live in the database (visible in the admin; `manage.py axes_reset` unlocks).
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each alone: account OR address
+# The admin login form posts `username` (whatever USERNAME_FIELD is) and Django reports failed
+# attempts with that key: without this, axes would look for `email` and count no account.
+AXES_USERNAME_FORM_FIELD = "username"
+# The same client address as the API's per-address throttle (one place decides it).
+AXES_CLIENT_IP_CALLABLE = "pantheon.api.throttling.client_address"
+AXES_LOCKOUT_TEMPLATE = "admin/login_locked_out.html"
+# A success must not wipe the address's failures: one valid account would reset the counter
+# an attacker spends on the others.
+AXES_RESET_ON_SUCCESS = False
+# Failures and lockouts are still logged (warnings); no start-up banner in every process.
+AXES_VERBOSE = False
+
 # Large enough for a TURN_INPUT_MAX_CHARS input of multi-byte characters plus JSON overhead.
 TURN_INPUT_MAX_CHARS = env.int("TURN_INPUT_MAX_CHARS", default=200_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int(
@@ -214,6 +270,13 @@ API_KEY_LAST_USED_RESOLUTION_SECONDS = 60
 # --- API ---------------------------------------------------------------------------------------
 PANTHEON_THROTTLE_USER = env.str("PANTHEON_THROTTLE_USER", default="1200/min")
 PANTHEON_THROTTLE_TURNS = env.str("PANTHEON_THROTTLE_TURNS", default="60/min")
+# Requests without valid credentials (none, or a bearer that fails with 401), per client address.
+PANTHEON_THROTTLE_ANON = env.str("PANTHEON_THROTTLE_ANON", default="120/min")
+# How many proxies in front of Pantheon append to X-Forwarded-For. 0: the client address is the
+# connection's (REMOTE_ADDR, which uvicorn already rewrites for the proxies it trusts, see
+# FORWARDED_ALLOW_IPS); the header is never believed beyond that, or any client could pick a fresh
+# address per request and escape every per-address limit.
+PANTHEON_NUM_PROXIES = env.int("PANTHEON_NUM_PROXIES", default=0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.BearerAuthentication"],
@@ -228,7 +291,9 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "user": PANTHEON_THROTTLE_USER,
         "turns": PANTHEON_THROTTLE_TURNS,
+        "anon": PANTHEON_THROTTLE_ANON,
     },
+    "NUM_PROXIES": PANTHEON_NUM_PROXIES,
     "EXCEPTION_HANDLER": "pantheon.api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "pantheon.api.schema.PantheonAutoSchema",
     "UNAUTHENTICATED_USER": None,
@@ -267,6 +332,9 @@ SPECTACULAR_SETTINGS = {
 # --- LLM ---------------------------------------------------------------------------------------
 OPENROUTER_API_KEY = env.str("OPENROUTER_API_KEY", default="")
 OPENROUTER_BASE_URL = env.str("OPENROUTER_BASE_URL", default="https://openrouter.ai/api/v1")
+# Stored providers take https URLs only (their key travels with every call), or plain http to a
+# loopback host; set this to allow plain http to any host (a trusted private network).
+PANTHEON_ALLOW_HTTP_PROVIDERS = env.bool("PANTHEON_ALLOW_HTTP_PROVIDERS", default=False)
 LLM_CONNECT_TIMEOUT_SECONDS = env.float("LLM_CONNECT_TIMEOUT_SECONDS", default=5.0)
 LLM_READ_TIMEOUT_SECONDS = env.float("LLM_READ_TIMEOUT_SECONDS", default=60.0)
 LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
@@ -286,6 +354,9 @@ TURN_STALE_AFTER_SECONDS = env.int("TURN_STALE_AFTER_SECONDS", default=600)
 # A summary claimed by a worker that died is retaken after this long; longer than the task's
 # hard time limit, so a live worker's claim is never taken from it.
 SUMMARY_CLAIM_LEASE_SECONDS = env.int("SUMMARY_CLAIM_LEASE_SECONDS", default=360)
+# Backoff of a summary's retries after a provider error: full jitter up to base * 2**retries
+# (the first retry is clamped to 30 s whatever the base; see sessions.tasks.retry_countdown).
+SUMMARY_RETRY_BASE_SECONDS = env.float("SUMMARY_RETRY_BASE_SECONDS", default=5.0)
 # Streaming: a `: keep-alive` comment after this many seconds of silence.
 SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=10.0)
 ROOM_MAX_AGENTS_PER_TURN = env.int("ROOM_MAX_AGENTS_PER_TURN", default=5)
@@ -304,7 +375,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {
+            "class": "pantheon.api.logging.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
         "json": {"()": "pantheon.api.logging.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
@@ -348,5 +422,9 @@ CELERY_BEAT_SCHEDULE = {
     "expire-reservations": {
         "task": "usage.expire_reservations",
         "schedule": env.float("EXPIRE_RESERVATIONS_EVERY_SECONDS", default=300.0),
+    },
+    "purge-idempotency-keys": {
+        "task": "sessions.tasks.purge_idempotency_keys",
+        "schedule": env.float("PURGE_IDEMPOTENCY_KEYS_EVERY_SECONDS", default=3600.0),
     },
 }

@@ -10,6 +10,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
 from llm.models import ModelConfig
+from pantheon.admin import SafeLookupsMixin
 from rooms.models import Agent, Room
 
 
@@ -67,7 +68,7 @@ class AgentInline(admin.TabularInline):
 
 
 @admin.register(Room)
-class RoomAdmin(admin.ModelAdmin):
+class RoomAdmin(SafeLookupsMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "owner_link",
@@ -109,7 +110,7 @@ class RoomAdmin(admin.ModelAdmin):
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(SafeLookupsMixin, admin.ModelAdmin):
     list_display = (
         "handle",
         "name",

@@ -21,6 +21,9 @@ from rooms.models import HANDLE_PATTERN, HANDLE_UNIQUE_CONSTRAINT, Agent, Room, 
 
 TEMPERATURE_MIN = Decimal("0")
 TEMPERATURE_MAX = Decimal("2")
+# Far more places than a room has agents, and far from the `integer` column's limit, so "after
+# the last agent" can always be computed.
+AGENT_POSITION_MAX = 100_000
 _HANDLE_RE = re.compile(HANDLE_PATTERN)
 
 
@@ -63,6 +66,20 @@ def _normalized_handle(handle: str) -> str:
 def _check_temperature(temperature: Decimal) -> None:
     if not TEMPERATURE_MIN <= temperature <= TEMPERATURE_MAX:
         raise _invalid("temperature", "Must be between 0 and 2.")
+
+
+def _check_position(position: int) -> None:
+    if not 0 <= position <= AGENT_POSITION_MAX:
+        raise _invalid("position", f"Must be between 0 and {AGENT_POSITION_MAX}.")
+
+
+def _position_after(last: int | None) -> int:
+    """The place after the room's last agent. At the cap it is the last agent's own place:
+    agents on the same place are ordered by creation, so the new one still comes last, and the
+    result never exceeds the cap or a place already stored (never the column's limit)."""
+    if last is None:
+        return 0
+    return min(last + 1, max(last, AGENT_POSITION_MAX))
 
 
 def _check_max_output_tokens(value: int | None, model: ModelConfig) -> None:
@@ -165,19 +182,22 @@ def agent_create(
     is_active: bool = True,
 ) -> Agent:
     """Add an agent to `room`. The handle is stored lower-case and must be free among the
-    room's agents; `model` must be an active catalog id; without `position` the agent goes last.
+    room's agents; `model` must be an active catalog id; `position` is 0..`AGENT_POSITION_MAX`,
+    and without it the agent goes last.
     A duplicate handle — also one created concurrently — is a 400 naming `handle`."""
     handle = _normalized_handle(handle)
     config = _active_model(model, field="model")
     _check_temperature(temperature)
     _check_max_output_tokens(max_output_tokens, config)
+    if position is not None:
+        _check_position(position)
     try:
         with transaction.atomic():
             if position is None:
                 # Lock the room so concurrent creations each get their own last place.
                 Room.objects.select_for_update(no_key=True).filter(pk=room.pk).first()
                 last = Agent.objects.alive().filter(room=room).aggregate(last=Max("position"))
-                position = 0 if last["last"] is None else last["last"] + 1
+                position = _position_after(last["last"])
             return Agent.objects.create(
                 room=room,
                 name=name,
@@ -229,6 +249,7 @@ def agent_update(
             changes.get("model") or agent.model,
         )
     if position is not UNSET:
+        _check_position(position)
         changes["position"] = position
     if is_active is not UNSET:
         changes["is_active"] = is_active

@@ -23,10 +23,11 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from pantheon.admin import SafeLookupsMixin
 from rooms.admin import DeletedFilter, RoomAdmin, admin_link
 from rooms.models import Room
 from sessions.models import Message, Session, SessionSummary, Turn, TurnContextAudit
-from usage.admin import SafeLookupsMixin, change_link, changelist_link
+from usage.admin import change_link, changelist_link
 from usage.models import LlmCallEvent
 from usage.selectors import format_credits
 
@@ -106,7 +107,7 @@ admin.site.unregister(Room)
 
 
 @admin.register(Room)
-class RoomWithSessionsAdmin(SafeLookupsMixin, RoomAdmin):
+class RoomWithSessionsAdmin(RoomAdmin):
     """The rooms admin, plus the room's latest sessions. Registered here because sessions
     depend on rooms, never the other way round."""
 

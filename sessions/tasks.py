@@ -9,6 +9,7 @@ from uuid import UUID
 from celery import shared_task
 from django.conf import settings
 
+from sessions.services.idempotency import idempotency_keys_purge
 from sessions.services.summaries import (
     SummaryRetryable,
     summaries_due,
@@ -21,12 +22,28 @@ from sessions.services.turns import turns_fail_stale
 logger = logging.getLogger(__name__)
 
 SUMMARY_MAX_RETRIES = 4
+# Product rule: a summary's first retry comes within 30 s, whatever SUMMARY_RETRY_BASE_SECONDS says.
+SUMMARY_FIRST_RETRY_WITHIN_SECONDS = 30.0
+SUMMARY_RETRY_CAP_SECONDS = 300.0
+
+
+def retry_ceiling(retries: int) -> float:
+    """The longest countdown before retry number `retries` + 1: SUMMARY_RETRY_BASE_SECONDS *
+    2**retries, the first one clamped to 30 s (product rule) whatever the base. Every ceiling
+    stays under half of what the broker's visibility timeout leaves after the task's hard time
+    limit: with late acks on Redis, a message held (countdown) and then run (time limit) for
+    longer than the visibility timeout is delivered a second time."""
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    room = (visibility - settings.CELERY_TASK_TIME_LIMIT) / 2
+    ceiling = min(SUMMARY_RETRY_CAP_SECONDS, room, settings.SUMMARY_RETRY_BASE_SECONDS * 2**retries)
+    if retries == 0:
+        ceiling = min(ceiling, SUMMARY_FIRST_RETRY_WITHIN_SECONDS)
+    return max(0.0, ceiling)
 
 
 def retry_countdown(retries: int) -> float:
-    """Exponential backoff with full jitter, capped well below the broker's visibility timeout."""
-    cap = min(300.0, settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] / 4)
-    return random.uniform(0, min(cap, 5.0 * (2**retries)))
+    """Exponential backoff with full jitter: uniform(0, retry_ceiling(retries))."""
+    return random.uniform(0, retry_ceiling(retries))
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=SUMMARY_MAX_RETRIES)
@@ -74,3 +91,9 @@ def sweep_pending_summaries() -> int:
 def sweep_stale_turns() -> int:
     """Fail running turns that stopped making progress."""
     return turns_fail_stale()
+
+
+@shared_task(acks_late=True)
+def purge_idempotency_keys() -> int:
+    """Delete turn Idempotency-Keys older than IDEMPOTENCY_KEY_TTL_HOURS (beat)."""
+    return idempotency_keys_purge()

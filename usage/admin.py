@@ -16,13 +16,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html
 
+from pantheon.admin import SafeLookupsMixin
 from pantheon.errors import ApplicationError
 from usage.dashboard import usage_dashboard_view
 from usage.metering import MICRO_PER_CREDIT
@@ -45,16 +45,6 @@ from usage.services import (
     pricing_version_activate,
     pricing_version_ensure_editable,
 )
-
-
-class SafeLookupsMixin:
-    """PostgreSQL refuses NUL bytes in text: a filter or search value carrying one is an
-    invalid lookup (the admin's usual redirect), never a database error."""
-
-    def get_changelist_instance(self, request: HttpRequest) -> Any:
-        if any("\x00" in value for _, values in request.GET.lists() for value in values):
-            raise IncorrectLookupParameters("a query parameter contains a NUL byte")
-        return super().get_changelist_instance(request)  # type: ignore[misc]
 
 
 class _ReadOnlyAdmin(SafeLookupsMixin, admin.ModelAdmin):

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import ApiKey
+from pantheon.api.serializers import StrictCharField, StrictInputSerializer
 
 
 class CreditsSerializer(serializers.Serializer):
@@ -50,10 +51,10 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
         return self.context["key"]
 
 
-class ApiKeyCreateSerializer(serializers.Serializer):
+class ApiKeyCreateSerializer(StrictInputSerializer):
     """`POST auth/api-keys`: a name, and optionally when the key stops working."""
 
-    name = serializers.CharField(max_length=100)
+    name = StrictCharField(max_length=100)
     expires_at = serializers.DateTimeField(
         required=False, allow_null=True, help_text="Must be in the future; omit for no expiry."
     )

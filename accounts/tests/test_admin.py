@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from django.contrib.auth.models import Group, Permission
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -157,3 +160,116 @@ def test_changelists_run_a_fixed_number_of_queries(staff: Client, url: str) -> N
     for _ in range(5):
         factories.make_api_key()
     assert count() == baseline
+
+
+# --- privileges: granted by superusers only ----------------------------------------------------
+
+_INLINE_MANAGEMENT = {
+    "api_keys-TOTAL_FORMS": "0",
+    "api_keys-INITIAL_FORMS": "0",
+    "api_keys-MIN_NUM_FORMS": "0",
+    "api_keys-MAX_NUM_FORMS": "1000",
+}
+
+
+def _user_manager() -> tuple[User, Client]:
+    """A staff user who may view and change users, and is not a superuser."""
+    manager = factories.make_user(email="manager@example.com", is_staff=True)
+    manager.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="accounts", codename__in=["view_user", "change_user"]
+        )
+    )
+    client = Client()
+    client.force_login(manager)
+    return manager, client
+
+
+def _escalation(user: User, **fields: Any) -> dict[str, Any]:
+    """A change-form POST for `user` that also tries to grant every privilege."""
+    return {
+        "email": user.email,
+        "display_name": "Edited",
+        "is_active": "on",
+        "is_staff": "on",
+        "is_superuser": "on",
+        "groups": [str(Group.objects.create(name=f"admins-{user.pk}").pk)],
+        "user_permissions": [str(p.pk) for p in Permission.objects.all()[:5]],
+        **_INLINE_MANAGEMENT,
+        **fields,
+    }
+
+
+def _privileges(user: User) -> tuple[bool, bool, int, int]:
+    user.refresh_from_db()
+    return user.is_staff, user.is_superuser, user.groups.count(), user.user_permissions.count()
+
+
+def test_privilege_fields_are_read_only_for_a_non_superuser() -> None:
+    manager, client = _user_manager()
+    customer = factories.make_user(email="customer@example.com")
+    for account in (manager, customer):
+        html = client.get(f"{USERS}{account.pk}/change/").content.decode()
+        assert 'name="display_name"' in html  # the form is there…
+        for field in ("is_staff", "is_superuser", "groups", "user_permissions"):
+            assert f'name="{field}"' not in html  # …without the privilege inputs
+
+
+@pytest.mark.parametrize("target", ["self", "customer"])
+def test_a_crafted_post_grants_no_privilege(target: str) -> None:
+    manager, client = _user_manager()
+    account = manager if target == "self" else factories.make_user(email="c@example.com")
+    before = _privileges(account)
+
+    response = client.post(f"{USERS}{account.pk}/change/", _escalation(account))
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert _privileges(account) == before
+    assert account.display_name == "Edited"  # the rest of the form was saved
+
+
+def test_a_non_superuser_cannot_take_over_a_privileged_account() -> None:
+    _, client = _user_manager()
+    root = User.objects.create_superuser(email="root2@example.com", password="x-Pass-123!")
+    colleague = factories.make_user(email="colleague@example.com", is_staff=True)
+    for account in (root, colleague):
+        page = client.get(f"{USERS}{account.pk}/change/")
+        assert page.status_code == 200  # viewable…
+        assert 'name="_save"' not in page.content.decode()  # …not editable
+        post = {**_escalation(account), "email": "mine@example.com", "is_superuser": ""}
+        assert client.post(f"{USERS}{account.pk}/change/", post).status_code == 403
+        password = {"password1": "n3w-Pass-9876!", "password2": "n3w-Pass-9876!"}
+        assert client.post(f"{USERS}{account.pk}/password/", password).status_code == 403
+        account.refresh_from_db()
+        assert account.email != "mine@example.com"
+        assert not account.check_password("n3w-Pass-9876!")
+
+
+def test_a_superuser_grants_privileges(staff: Client) -> None:
+    user = factories.make_user(email="promoted@example.com")
+    response = staff.post(f"{USERS}{user.pk}/change/", _escalation(user))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert _privileges(user) == (True, True, 1, 5)
+
+
+# --- changelists: a NUL byte is an invalid lookup ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "query"),
+    [
+        (USERS, {"email": "\x00"}),
+        (USERS, {"q": "a\x00"}),
+        (KEYS, {"prefix": "\x00"}),
+        ("/admin/auth/group/", {"name": "\x00"}),
+        ("/admin/axes/accessattempt/", {"username": "\x00"}),
+        ("/admin/axes/accesslog/", {"ip_address": "\x00"}),
+        ("/admin/axes/accessfailurelog/", {"user_agent": "\x00"}),
+    ],
+)
+def test_a_nul_byte_in_a_filter_is_an_invalid_lookup_not_an_error(
+    staff: Client, url: str, query: dict[str, str]
+) -> None:
+    response = staff.get(url, query)
+    assert response.status_code == 302
+    assert response["Location"] == f"{url}?e=1"

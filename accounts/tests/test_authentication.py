@@ -168,6 +168,7 @@ def make_claims(**overrides: Any) -> dict[str, Any]:
         "iat": now,
         "exp": now + 300,
         "email": f"{uuid.uuid4().hex[:8]}@example.com",
+        "email_verified": True,
     }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
@@ -203,6 +204,10 @@ def test_hs256_jwt_signed_with_any_configured_secret_is_accepted(secret: str) ->
         pytest.param(make_claims(sub=None), id="no-sub"),
         pytest.param(make_claims(sub=""), id="empty-sub"),
         pytest.param(make_claims(sub="x" * 300), id="huge-sub"),
+        pytest.param(make_claims(sub="a\x00b"), id="nul-in-sub"),
+        pytest.param(make_claims(sub="a\nb"), id="newline-in-sub"),
+        pytest.param(make_claims(sub="a\ud800b"), id="lone-surrogate-in-sub"),
+        pytest.param(make_claims(sub=42), id="number-sub"),
         pytest.param(make_claims(exp=None), id="no-exp"),
     ],
 )
@@ -267,6 +272,37 @@ def test_jwt_email_of_an_existing_account_is_not_merged_into_it() -> None:
 @pytest.mark.parametrize("email", [None, 42, "not an e-mail", "x" * 250 + "@example.com"])
 def test_jwt_without_a_usable_email_still_gets_a_user(email: Any) -> None:
     claims = make_claims(email=email)
+    assert get_me(hs256(claims)).status_code == 200
+    assert User.objects.get(auth_subject=claims["sub"]).email.endswith(".invalid")
+
+
+@pytest.mark.usefixtures("supabase_hs256")
+@pytest.mark.parametrize(
+    "proof",
+    [
+        pytest.param({"email_verified": None}, id="no-claim"),
+        pytest.param({"email_verified": False}, id="false"),
+        pytest.param({"email_verified": "true"}, id="string-true"),
+        pytest.param({"email_verified": 1}, id="one"),
+        # user_metadata is editable by the user: it proves nothing.
+        pytest.param(
+            {"email_verified": None, "user_metadata": {"email_verified": True}},
+            id="user-metadata-only",
+        ),
+    ],
+)
+def test_jwt_email_is_kept_only_when_the_token_marks_it_verified(proof: dict[str, Any]) -> None:
+    claims = make_claims(email="future-key-holder@example.com", **proof)
+    response = get_me(hs256(claims))
+    assert response.status_code == 200, response.content
+    assert response.json()["email"].endswith(".invalid")
+    # The address stays free for the account an operator later creates for its real holder.
+    assert not User.objects.filter(email__iexact="future-key-holder@example.com").exists()
+
+
+@pytest.mark.usefixtures("supabase_hs256")
+def test_jwt_verified_email_that_cannot_be_stored_gets_the_placeholder() -> None:
+    claims = make_claims(email="a@\ud800.example.com")
     assert get_me(hs256(claims)).status_code == 200
     assert User.objects.get(auth_subject=claims["sub"]).email.endswith(".invalid")
 

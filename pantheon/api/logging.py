@@ -11,7 +11,9 @@ What is never logged: headers other than `X-Request-ID` (so no `Authorization`, 
 the query string, request and response bodies (so no prompt or reply text).
 
 `JsonFormatter` renders any record as one JSON object: time, level, logger, message, the
-record's extra fields, and the formatted exception if there is one.
+record's extra fields, and the formatted exception if there is one. `PlainFormatter`
+(`LOG_FORMAT=plain`) writes text for a terminal, with control characters escaped, so a request
+path carrying `%0A` (or an escape sequence) can neither forge a log line nor drive the terminal.
 """
 
 from __future__ import annotations
@@ -198,3 +200,36 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             payload["stack"] = self.formatStack(record.stack_info)
         return json.dumps(payload, default=str, ensure_ascii=False)
+
+
+# C0 and C1 control characters, DEL, and the Unicode line and paragraph separators: anything that
+# could end a line, rewrite one (\r, \b) or talk to the terminal (ESC).
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_control_characters(text: str) -> str:
+    """`text` with every control character written as a visible `\\xNN` / `\\uNNNN` escape."""
+    return _CONTROL_CHARACTERS.sub(_escape_control, text)
+
+
+class PlainFormatter(logging.Formatter):
+    """The `plain` log format: the record's line with control characters escaped. A traceback or
+    stack keeps its lines, each escaped and indented, so a line that starts at the left margin is
+    always the start of a record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        lines = [escape_control_characters(self.formatMessage(record))]
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        for text in (record.exc_text, record.stack_info and self.formatStack(record.stack_info)):
+            if text:
+                lines.extend("  " + escape_control_characters(line) for line in text.split("\n"))
+        return "\n".join(lines)

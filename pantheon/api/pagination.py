@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.utils.dateparse import parse_datetime
 from rest_framework import pagination
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 
 _DIGITS = re.compile(r"[0-9]{1,12}")
@@ -82,6 +83,27 @@ class MessageCursorPagination(pagination.CursorPagination):
     page_size_query_param = "limit"
     ordering = ("created_at", "id")
 
+    def decode_cursor(self, request: Request) -> pagination.Cursor | None:
+        """DRF answers a malformed cursor with 404, as if the session were missing: it is a bad
+        query parameter, 400 naming `cursor`. The position inside must be a `created_at`."""
+        if request.query_params.get(self.cursor_query_param) == "":
+            raise self._invalid_cursor()  # an empty parameter is never ignored
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound as exc:
+            raise self._invalid_cursor() from exc
+        if cursor is not None and cursor.position is not None:
+            try:
+                parsed = parse_datetime(cursor.position)
+            except ValueError:  # well-formed but impossible, such as month 13
+                parsed = None
+            if parsed is None:
+                raise self._invalid_cursor()
+        return cursor
+
+    def _invalid_cursor(self) -> ValidationError:
+        return ValidationError({self.cursor_query_param: [str(self.invalid_cursor_message)]})
+
     def get_page_size(self, request: Request) -> int:
         size = _query_int(
             request, self.page_size_query_param, minimum=1, maximum=self.max_page_size
@@ -91,6 +113,12 @@ class MessageCursorPagination(pagination.CursorPagination):
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
+            if parameter["name"] == self.cursor_query_param:
+                parameter["schema"] = {"type": "string", "minLength": 1}
+                parameter["description"] = (
+                    "An opaque token: the `cursor` of a `next` or `previous` link. "
+                    "Any other value is a 400 naming `cursor`."
+                )
             if parameter["name"] == self.page_size_query_param:
                 parameter["schema"] = {
                     "type": "integer",

@@ -7,7 +7,10 @@ from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import force_instance
 from rest_framework import serializers
+
+from pantheon.api.serializers import StrictInputSerializer
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -74,7 +77,14 @@ _BODY_METHODS = ("POST", "PUT", "PATCH")
 
 class PantheonAutoSchema(AutoSchema):
     """Adds the standard error responses to every operation; views may declare more
-    (`extend_schema(responses={409: ErrorSerializer, ...})`)."""
+    (`extend_schema(responses={409: ErrorSerializer, ...})`). A strict request body states
+    `additionalProperties: false`: a field it does not define is refused."""
+
+    def _map_basic_serializer(self, serializer: Any, direction: str) -> dict[str, Any]:
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "request" and isinstance(force_instance(serializer), StrictInputSerializer):
+            schema["additionalProperties"] = False
+        return schema
 
     def _error_codes(self) -> list[str]:
         """The error statuses DRF itself can answer for this operation, decided from the

@@ -59,6 +59,9 @@ PRODUCT_RULES: dict[tuple[str, str], str] = {
     # `from`..`to` may span at most 366 days and `from` may not be after `to` (relative to
     # today when one is left out): a date pair the schema cannot constrain.
     ("GET", "/api/v1/usage"): "a date range of at most 366 days",
+    # A cursor is an opaque token taken from a `next` or `previous` link; any other string is a
+    # 400 naming `cursor`, and no schema can describe the tokens the API hands out.
+    ("GET", "/api/v1/sessions/{session_id}/messages"): "cursor from a next/previous link",
 }
 
 

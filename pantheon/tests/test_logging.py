@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import logging.config
+import re
 import sys
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 from django.test import RequestFactory
 from rest_framework.test import APIClient
@@ -196,3 +199,49 @@ def test_json_formatter_renders_extras_and_exceptions() -> None:
     assert payload["request_id"] == "r1" and payload["status"] == 502
     assert "ValueError: boom" in payload["exception"]
     assert payload["time"].endswith("+00:00")
+
+
+def _plain_formatter() -> logging.Formatter:
+    """The `plain` formatter exactly as settings configure it for `LOG_FORMAT=plain`."""
+    config = settings.LOGGING["formatters"]["plain"]
+    return logging.config.DictConfigurator(settings.LOGGING).configure_formatter(dict(config))
+
+
+# What a plain log line starts with: the formatter's asctime.
+_RECORD_START = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} ", re.MULTILINE)
+
+
+@pytest.mark.django_db
+def test_plain_format_cannot_be_forged_through_the_path(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pantheon.request")
+    forged = "2026-01-01 00:00:00,000 INFO pantheon.request GET /admin/ 200 1.0ms"
+
+    APIClient().get("/api/v1/nowhere%0A" + forged.replace(" ", "%20") + "%0D%1B[2J%E2%80%A8x")
+
+    [record] = _request_records(caplog)
+    assert "\n" in record.getMessage()  # the path really carries the newline…
+    line = _plain_formatter().format(record)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\u2028" not in line
+    assert len(_RECORD_START.findall(line)) == 1  # …and the output is one record
+    assert "/api/v1/nowhere\\x0a2026-01-01" in line
+    assert "\\x0d\\x1b[2J\\u2028x" in line
+
+
+def test_plain_format_indents_a_traceback_under_its_record() -> None:
+    log = logging.getLogger("pantheon.tests.plain")
+    try:
+        raise ValueError("bad input\n2026-01-01 00:00:00,000 INFO forged line")
+    except ValueError:
+        record = log.makeRecord(
+            log.name, logging.ERROR, __file__, 1, "failed %s", ("call\x07",), sys.exc_info()
+        )
+
+    text = _plain_formatter().format(record)
+
+    lines = text.split("\n")
+    assert lines[0].endswith("ERROR pantheon.tests.plain failed call\\x07")
+    assert len(_RECORD_START.findall(text)) == 1
+    assert all(line.startswith("  ") for line in lines[1:])
+    assert (
+        "  ValueError: bad input" in lines and "  2026-01-01 00:00:00,000 INFO forged line" in lines
+    )

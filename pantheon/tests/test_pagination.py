@@ -1,7 +1,9 @@
-"""List pagination: `limit`/`offset` are validated (400 naming the parameter), never ignored."""
+"""List pagination: `limit`/`offset` and the message cursor are validated (400 naming the
+parameter), never ignored."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -9,6 +11,7 @@ from rest_framework.test import APIClient
 
 from pantheon.api.pagination import MAX_OFFSET
 from pantheon.testing import factories
+from sessions.models import Message, MessageRole
 
 pytestmark = pytest.mark.django_db
 
@@ -65,3 +68,42 @@ def test_schema_states_the_accepted_ranges(api_client: APIClient) -> None:
     parameters = {p["name"]: p["schema"] for p in schema["paths"][KEYS]["get"]["parameters"]}
     assert parameters["limit"]["minimum"] == 1 and parameters["limit"]["maximum"] == 200
     assert parameters["offset"]["minimum"] == 0 and parameters["offset"]["maximum"] == MAX_OFFSET
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage",
+        "",
+        "é",
+        base64.b64encode(b"o=-1").decode(),
+        base64.b64encode(b"r=maybe").decode(),
+        base64.b64encode(b"p=not-a-date").decode(),
+        base64.b64encode(b"p=2020-13-45 00:00:00").decode(),
+        base64.b64encode(b"p=2020-01-01\x00").decode(),
+    ],
+)
+def test_bad_message_cursor_is_400_naming_it(
+    owner_client: tuple[APIClient, Any], cursor: str
+) -> None:
+    client, owner = owner_client
+    session = factories.make_session(factories.make_room(owner=owner))
+    response = client.get(f"/api/v1/sessions/{session.id}/messages", {"cursor": cursor})
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert error["details"] == {"cursor": ["Invalid cursor"]}
+
+
+def test_message_cursor_pages_through_the_messages(owner_client: tuple[APIClient, Any]) -> None:
+    client, owner = owner_client
+    session = factories.make_session(factories.make_room(owner=owner))
+    Message.objects.bulk_create(
+        Message(session=session, role=MessageRole.USER, content=f"m{n}", sequence=n)
+        for n in range(3)
+    )
+    url = f"/api/v1/sessions/{session.id}/messages"
+    first = client.get(url, {"limit": 2}).json()
+    assert [m["content"] for m in first["results"]] == ["m0", "m1"]
+    rest = client.get(first["next"]).json()
+    assert [m["content"] for m in rest["results"]] == ["m2"]

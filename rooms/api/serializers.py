@@ -7,14 +7,16 @@ from __future__ import annotations
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
-from rooms.api.fields import (
-    CatalogModelIdField,
+from pantheon.api.serializers import (
     StrictBooleanField,
     StrictCharField,
     StrictDecimalNumberField,
+    StrictInputSerializer,
     StrictIntegerField,
 )
+from rooms.api.fields import CatalogModelIdField
 from rooms.models import Agent, Room, TurnMode
+from rooms.services import AGENT_POSITION_MAX
 
 NAME_MAX = 200
 DESCRIPTION_MAX = 10_000
@@ -52,7 +54,7 @@ class RoomSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class RoomCreateSerializer(serializers.Serializer):
+class RoomCreateSerializer(StrictInputSerializer):
     name = StrictCharField(max_length=NAME_MAX)
     description = StrictCharField(max_length=DESCRIPTION_MAX, allow_blank=True, required=False)
     default_mode = serializers.ChoiceField(choices=TurnMode.choices, required=False)
@@ -95,7 +97,7 @@ class AgentSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class AgentCreateSerializer(serializers.Serializer):
+class AgentCreateSerializer(StrictInputSerializer):
     name = StrictCharField(max_length=AGENT_NAME_MAX)
     handle = StrictCharField(max_length=32, validators=[_HANDLE_INPUT])
     system_prompt = StrictCharField(max_length=INSTRUCTIONS_MAX, allow_blank=True)
@@ -104,7 +106,12 @@ class AgentCreateSerializer(serializers.Serializer):
         min_value=0, max_value=2, decimal_places=2, required=False
     )
     max_output_tokens = StrictIntegerField(min_value=1, allow_null=True, required=False)
-    position = StrictIntegerField(min_value=0, required=False)
+    position = StrictIntegerField(
+        min_value=0,
+        max_value=AGENT_POSITION_MAX,
+        required=False,
+        help_text="Order in the room (ties keep creation order); without it the agent goes last.",
+    )
     is_active = StrictBooleanField(required=False)
 
 

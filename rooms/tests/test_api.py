@@ -12,6 +12,7 @@ from django.utils import timezone
 from llm.models import ModelConfig
 from pantheon.testing.factories import DEFAULT_MODEL, make_agent, make_room
 from rooms.models import Agent, Room
+from rooms.services import AGENT_POSITION_MAX
 
 pytestmark = pytest.mark.django_db
 
@@ -121,16 +122,16 @@ def test_create_room_with_every_field(client):
     assert {k: response.json()[k] for k in payload} == payload
 
 
-def test_unknown_fields_are_ignored(client, owner, other_client):
+def test_unknown_and_read_only_fields_are_400_naming_them(client, other_client):
     _, other = other_client
     response = client.post(
         rooms_url(),
         {"name": "R", "owner": str(other.id), "id": str(uuid.uuid4()), "deleted_at": "2020-01-01"},
         format="json",
     )
-    assert response.status_code == 201, response.content
-    room = Room.objects.get(pk=response.json()["id"])
-    assert (room.owner, room.deleted_at) == (owner, None)
+    assert_invalid(response, "owner", "id", "deleted_at")
+    assert response.json()["error"]["details"]["owner"] == ["Unknown field."]
+    assert not Room.objects.exists()
 
 
 def test_list_rooms_shows_own_live_rooms_newest_first_paginated(client, owner, other_client):
@@ -301,6 +302,9 @@ def test_inactive_manager_model_is_rejected(client, room):
         ({"default_mode": "chaos"}, ["default_mode"]),
         ({"manager_model": "nobody/none"}, ["manager_model"]),
         ({"manager_instructions": 3.5}, ["manager_instructions"]),
+        ({"deleted_at": "2020-01-01T00:00:00Z", "owner_id": 1}, ["deleted_at", "owner_id"]),
+        ({"name": "Typo", "nmae": "x"}, ["nmae"]),
+        ({"id": str(uuid.uuid4()), "created_at": "2020-01-01"}, ["id", "created_at"]),
     ],
 )
 def test_patch_room_rejects_invalid_fields(client, room, payload, fields):
@@ -399,6 +403,29 @@ def test_new_agents_go_last(client, room):
     first = client.post(agents_url(room.id), agent_body(handle="b"), format="json").json()
     second = client.post(agents_url(room.id), agent_body(handle="c"), format="json").json()
     assert (first["position"], second["position"]) == (4, 5)
+
+
+def test_new_agents_go_last_at_the_highest_position(client, room):
+    top = client.post(
+        agents_url(room.id), agent_body(handle="top", position=AGENT_POSITION_MAX), format="json"
+    )
+    assert top.status_code == 201, top.content
+    for handle in ("b", "c"):
+        response = client.post(agents_url(room.id), agent_body(handle=handle), format="json")
+        assert response.status_code == 201, response.content
+        assert response.json()["position"] == AGENT_POSITION_MAX
+    listed = client.get(agents_url(room.id)).json()["results"]
+    assert [a["handle"] for a in listed] == ["top", "b", "c"]
+
+
+def test_new_agents_go_last_after_a_stored_position_beyond_the_bound(client, room):
+    # A position stored before the bound existed: "after it" must not overflow the column.
+    make_agent(room, handle="old", position=2_147_483_647)
+    response = client.post(agents_url(room.id), agent_body(handle="new"), format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["position"] == 2_147_483_647
+    listed = client.get(agents_url(room.id)).json()["results"]
+    assert [a["handle"] for a in listed] == ["old", "new"]
 
 
 def test_list_agents_in_position_order_without_deleted_ones(client, room):
@@ -504,6 +531,9 @@ def test_agent_of_another_room_is_404_under_the_wrong_room(client, owner, room):
         ({"position": -1}, ["position"]),
         ({"position": "1"}, ["position"]),
         ({"position": None}, ["position"]),
+        ({"position": AGENT_POSITION_MAX + 1}, ["position"]),
+        ({"position": 2_147_483_647}, ["position"]),
+        ({"room_id": "x", "tools": []}, ["room_id", "tools"]),
         ({"is_active": "yes"}, ["is_active"]),
         ({"is_active": 1}, ["is_active"]),
         ({"is_active": None}, ["is_active"]),
@@ -560,6 +590,8 @@ def test_inactive_model_is_rejected(client, room):
         ({"max_output_tokens": 5000, "model": "openai/gpt-3.5-turbo"}, ["max_output_tokens"]),
         ({"model": "openai/gpt-3.5-turbo"}, ["max_output_tokens"]),  # keeps 10,000: too many
         ({"position": 1.5}, ["position"]),
+        ({"position": 2_147_483_647}, ["position"]),
+        ({"room_id": str(uuid.uuid4())}, ["room_id"]),
         ({"is_active": "false"}, ["is_active"]),
     ],
 )

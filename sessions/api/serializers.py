@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from rooms.api.fields import StrictCharField
+from pantheon.api.serializers import StrictCharField, StrictInputSerializer
 from sessions.models import Session
 
 TITLE_MAX = 200
@@ -22,7 +22,7 @@ class SessionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class SessionCreateSerializer(serializers.Serializer):
+class SessionCreateSerializer(StrictInputSerializer):
     title = StrictCharField(max_length=TITLE_MAX, allow_blank=True, required=False)
 
 

@@ -35,6 +35,7 @@ from django.http import StreamingHttpResponse
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 from pantheon.api.exceptions import error_body
+from pantheon.api.presence import ClientPresence
 from pantheon.api.schema import PantheonAutoSchema
 from rooms.models import Agent
 from sessions.api.turn_serializers import TurnSerializer
@@ -327,7 +328,9 @@ def served_over_asgi(request: Any) -> bool:
     return isinstance(getattr(request, "_request", request), ASGIRequest)
 
 
-def turn_stream_response(admitted: AdmittedTurn, *, incremental: bool) -> StreamingHttpResponse:
+def turn_stream_response(
+    admitted: AdmittedTurn, *, incremental: bool, presence: ClientPresence | None = None
+) -> StreamingHttpResponse:
     """Answer 200 with the admitted turn's event stream.
 
     Incremental (under ASGI): the turn starts here in its worker thread — not on first read, so
@@ -335,10 +338,15 @@ def turn_stream_response(admitted: AdmittedTurn, *, incremental: bool) -> Stream
     (a WSGI server, the test client) the turn runs in this thread first and its events are sent
     at once: WSGI cannot stream from another thread's work without holding a worker, and a
     worker thread's own database connection would not see this request's transaction.
+
+    `presence` cancels the turn when the client hangs up at any moment — also before the
+    response starts, when the stream's body would never be read (and so never closed).
     """
     observer = TurnStreamObserver(admitted)
     content: Iterator[bytes] | AsyncIterator[bytes]
     if incremental:
+        if presence is not None:
+            presence.on_gone(observer.cancel)
         observer.start()
         content = observer.events()
         if not connection.in_atomic_block:

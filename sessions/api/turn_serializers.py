@@ -10,27 +10,27 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from pantheon.api.schema import optional_property
-from rooms.api.fields import StrictCharField
+from pantheon.api.serializers import StrictCharField, StrictInputSerializer, StrictListField
 from rooms.models import TurnMode
 from sessions.models import Message, MessageRole, SessionSummary, Turn
 
 
-class TurnCreateSerializer(serializers.Serializer):
-    input = StrictCharField(allow_blank=False, trim_whitespace=False)
+class TurnCreateSerializer(StrictInputSerializer):
+    """`POST sessions/{session_id}/turns`: `input` (at most `TURN_INPUT_MAX_CHARS`), `mode`,
+    `agent_ids`."""
+
     mode = serializers.ChoiceField(choices=TurnMode.choices, required=False)
-    agent_ids = serializers.ListField(
+    agent_ids = StrictListField(
         child=serializers.UUIDField(), required=False, allow_empty=False, max_length=50
     )
 
-    def validate_input(self, value: str) -> str:
-        if not value.strip():
-            raise serializers.ValidationError("This field may not be blank.")
-        limit = settings.TURN_INPUT_MAX_CHARS
-        if len(value) > limit:
-            raise serializers.ValidationError(
-                f"Ensure this field has no more than {limit} characters (it has {len(value)})."
-            )
-        return value
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # `TURN_INPUT_MAX_CHARS` is a setting, so the field is built per request; its length is
+        # checked before the input is looked at any further.
+        input_field = StrictCharField(
+            max_length=settings.TURN_INPUT_MAX_CHARS, trim_whitespace=False
+        )
+        return {"input": input_field, **super().get_fields()}
 
 
 class AgentRefSerializer(serializers.Serializer):

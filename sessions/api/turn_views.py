@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from pantheon.api.exceptions import error_body
 from pantheon.api.pagination import LimitOffsetPagination, MessageCursorPagination
+from pantheon.api.presence import presence_of
 from pantheon.api.schema import ErrorSerializer
 from pantheon.api.throttling import TurnCreateThrottle, UserThrottle
 from pantheon.errors import ApplicationError
@@ -59,14 +60,15 @@ def render_turn_outcome(turn_id: UUID, status_code: int, turn: Turn | None = Non
     if turn is None:
         turn = turn_selectors.turn_get_by_id(turn_id=turn_id)
     if status_code == 502:
-        return Response(
-            error_body(
-                "llm_unavailable",
-                "The LLM provider failed; the turn was stored as failed.",
-                {"turn_id": str(turn.id), "turn_index": turn.turn_index},
-            ),
-            status=502,
-        )
+        details = {"turn_id": str(turn.id), "turn_index": turn.turn_index}
+        if turn.error_code == "internal_error":
+            message = (
+                "The turn broke off on an internal error and was stored as failed; "
+                "the session accepts new turns."
+            )
+            return Response(error_body("internal_error", message, details), status=502)
+        message = "The LLM provider failed; the turn was stored as failed."
+        return Response(error_body("llm_unavailable", message, details), status=502)
     return Response(TurnSerializer(turn).data, status=status_code)
 
 
@@ -132,7 +134,9 @@ class TurnListCreateView(APIView):
         if isinstance(admitted, Replay):
             return render_turn_outcome(admitted.turn_id, admitted.status_code)
         if wants_event_stream(request):
-            return turn_stream_response(admitted, incremental=served_over_asgi(request))
+            return turn_stream_response(
+                admitted, incremental=served_over_asgi(request), presence=presence_of(request)
+            )
         outcome = turn_execute(admitted=admitted)
         return render_turn_outcome(outcome.turn_id, outcome.status_code, outcome.turn)
 

@@ -49,6 +49,9 @@ class CallOutcome:
     generation_id: str | None = None
     latency_ms: int = 0
     ttft_ms: int | None = None
+    # False when the provider could not be used at all (disabled, its key unreadable): no
+    # request was sent, so there is nothing to record or bill.
+    reached: bool = True
 
 
 def provider_call(
@@ -62,8 +65,22 @@ def provider_call(
 ) -> CallOutcome:
     """Call the provider — never inside a transaction — and describe what happened.
     `on_open` receives the stream's `close` while the call is in flight (and None after), so
-    another thread can cancel it at once: the upstream connection is closed, the provider stops."""
-    gateway = gateway_for_model(model)
+    another thread can cancel it at once: the upstream connection is closed, the provider stops.
+    A provider that cannot be used (disabled, its key unreadable) is an outcome too, with
+    `reached` false: the caller fails that speaker like any provider failure, billing nothing."""
+    try:
+        gateway = gateway_for_model(model)
+    except GatewayError as exc:
+        outcome = CallOutcome(
+            provider=model.provider.name if model.provider_id else "default",
+            started_at=timezone.now(),
+            status="error",
+            error_code=ERROR_CODES[exc.kind],
+            error_message=exc.message,
+            reached=False,
+        )
+        _log(model, outcome)
+        return outcome
     outcome = CallOutcome(provider=gateway.provider.name, started_at=timezone.now())
     started = time.monotonic()
     parts: list[str] = []

@@ -32,7 +32,7 @@ from sessions.models import (
     SessionSummary,
     SummaryStatus,
 )
-from sessions.services.calls import call_event_write, provider_call
+from sessions.services.calls import CallOutcome, call_event_write, provider_call
 from usage.models import CallPurpose, Reservation, ReservationStatus
 from usage.services import InsufficientCredits, credits_reserve, reservation_release
 
@@ -232,84 +232,140 @@ def _previous_as_text(previous: SessionSummary) -> str:
 def summary_generate(*, summary_id: UUID) -> str:
     """Generate one pending summary. Returns its final status ('ready', 'failed') or 'skipped'
     when there was nothing to do (a duplicate delivery). Raises SummaryRetryable for provider
-    errors worth a later retry (the row is pending again)."""
+    errors worth a later retry — only after the failed call's event, its bill, the settlement
+    of its reservation and the row's return to `pending` have committed."""
     claim = _claim(summary_id)
     if claim is None:
         return "skipped"
     summary = claim.summary
-    session = summary.session
-    owner = session.room.owner
     model = ModelConfig.objects.filter(pk=summary.model or settings.SUMMARY_MODEL).first()
     if model is None:
         _finish_failed(summary, "unknown_model")
         return SummaryStatus.FAILED
     messages = _prompt(summary, claim.previous)
     first_turn = (claim.previous.last_turn_covered if claim.previous else 0) + 1
-    output_reserve = min(SUMMARY_OUTPUT_TOKENS, model.max_output_tokens)
     for attempt in (1, 2):
-        estimate = tokenizer.count_message_tokens(messages)
-        try:
-            reservation = credits_reserve(
-                user=owner,
-                model_id=model.id,
-                estimated_input_tokens=estimate,
-                output_reserve=output_reserve,
-                purpose="summary",
-                session_id=session.id,
-            )
-        except InsufficientCredits:
+        called = _call(summary, model, messages)
+        if called is None:
             _finish_failed(summary, "insufficient_credits")
             return SummaryStatus.FAILED
-        outcome = provider_call(
-            model,
-            GatewayRequest(
-                model=model.id,
-                messages=messages,
-                temperature=0,
-                max_tokens=output_reserve,
-                json_schema=SUMMARY_SCHEMA,
-                schema_name="session_summary",
-            ),
-            estimated_prompt_tokens=estimate,
-        )
+        reservation, outcome = called
         with transaction.atomic():
-            event = call_event_write(
-                user=owner,
-                reservation=reservation,
-                purpose="summary",
+            verdict = _record(
+                summary,
+                reservation,
+                outcome,
                 model_id=model.id,
-                outcome=outcome,
-                idempotency_key=f"summary:{summary.id}:try:{summary.attempts}:call:{attempt}",
-                room_id=session.room_id,
-                session_id=session.id,
+                attempt=attempt,
+                first_turn=first_turn,
             )
-            if outcome.status == "ok":
-                try:
-                    clean = validate_summary(
-                        outcome.parsed, first_turn=first_turn, last_turn=summary.last_turn_covered
-                    )
-                except SummaryInvalid as exc:
-                    error = str(exc)
-                else:
-                    _finish_ready(summary, clean, model_id=model.id, event_id=event.id)
-                    return SummaryStatus.READY
-            elif outcome.error_code == "llm_invalid_response":
-                error = outcome.error_message
-            else:
-                summary.status = SummaryStatus.PENDING
-                summary.error_code = outcome.error_code
-                summary.save(update_fields=["status", "error_code", "updated_at"])
-                raise SummaryRetryable(outcome.error_code)
+        # Raised here, after the commit: nothing of this attempt is rolled back.
+        if verdict.retry:
+            raise SummaryRetryable(outcome.error_code)
+        if verdict.error is None:
+            return SummaryStatus.READY
         messages = [
             *messages,
             ChatMessage(
                 role="user",
-                content=f"Your previous answer was invalid: {error} Answer again with only the "
-                "JSON object the schema describes.",
+                content=f"Your previous answer was invalid: {verdict.error} Answer again with "
+                "only the JSON object the schema describes.",
             ),
         ]
     _finish_failed(summary, "invalid_structured_output")
     return SummaryStatus.FAILED
+
+
+def _call(
+    summary: SessionSummary, model: ModelConfig, messages: list[ChatMessage]
+) -> tuple[Reservation, CallOutcome] | None:
+    """Reserve the call's worst case, then call the summarizer (outside any transaction).
+    None: the owner's credits cannot cover it."""
+    session = summary.session
+    output_reserve = min(SUMMARY_OUTPUT_TOKENS, model.max_output_tokens)
+    estimate = tokenizer.count_message_tokens(messages)
+    try:
+        reservation = credits_reserve(
+            user=session.room.owner,
+            model_id=model.id,
+            estimated_input_tokens=estimate,
+            output_reserve=output_reserve,
+            purpose="summary",
+            session_id=session.id,
+        )
+    except InsufficientCredits:
+        return None
+    outcome = provider_call(
+        model,
+        GatewayRequest(
+            model=model.id,
+            messages=messages,
+            temperature=0,
+            max_tokens=output_reserve,
+            json_schema=SUMMARY_SCHEMA,
+            schema_name="session_summary",
+        ),
+        estimated_prompt_tokens=estimate,
+    )
+    return reservation, outcome
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """What one recorded call means for the summary: done (error None, no retry), re-prompt
+    with `error`, or retry later (the row is pending again)."""
+
+    error: str | None = None
+    retry: bool = False
+
+
+def _record(
+    summary: SessionSummary,
+    reservation: Reservation,
+    outcome: CallOutcome,
+    *,
+    model_id: str,
+    attempt: int,
+    first_turn: int,
+) -> _Verdict:
+    """Inside the caller's transaction: the metered event (which bills what the provider
+    reported and settles the reservation) and the row's new state. Never raises for a provider
+    error, so that the transaction commits whatever the verdict."""
+    if not outcome.reached:  # no request was sent (provider disabled, key unreadable)
+        reservation_release(reservation=reservation)
+        return _back_to_pending(summary, outcome.error_code)
+    session = summary.session
+    event = call_event_write(
+        user=session.room.owner,
+        reservation=reservation,
+        purpose="summary",
+        model_id=model_id,
+        outcome=outcome,
+        idempotency_key=f"summary:{summary.id}:try:{summary.attempts}:call:{attempt}",
+        room_id=session.room_id,
+        session_id=session.id,
+    )
+    if outcome.status == "ok":
+        try:
+            clean = validate_summary(
+                outcome.parsed, first_turn=first_turn, last_turn=summary.last_turn_covered
+            )
+        except SummaryInvalid as exc:
+            return _Verdict(error=str(exc))
+        _finish_ready(summary, clean, model_id=model_id, event_id=event.id)
+        return _Verdict()
+    if outcome.error_code == "llm_invalid_response":
+        return _Verdict(error=outcome.error_message)
+    return _back_to_pending(summary, outcome.error_code)
+
+
+def _back_to_pending(summary: SessionSummary, code: str) -> _Verdict:
+    """A provider failure worth retrying: the row is pending again (the sweep finds it even if
+    the task's retry is lost), with the failure's code."""
+    summary.status = SummaryStatus.PENDING
+    summary.error_code = code
+    summary.save(update_fields=["status", "error_code", "updated_at"])
+    return _Verdict(retry=True)
 
 
 def _finish_ready(

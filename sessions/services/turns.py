@@ -53,7 +53,12 @@ from sessions.models import (
 )
 from sessions.services.calls import CallOutcome, call_event_write, provider_call
 from usage.models import LlmCallEvent, Reservation
-from usage.services import InsufficientCredits, credits_reserve, reservation_release
+from usage.services import (
+    InsufficientCredits,
+    ModelNotPriced,
+    credits_reserve,
+    reservation_release,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -441,6 +446,11 @@ class _TurnState:
     events: list[LlmCallEvent] = field(default_factory=list)
     # Reservations made for this turn and not yet settled by a recorded call.
     unsettled: set[UUID] = field(default_factory=set)
+    # The speaker at work (agent, message position), so a failure can be pinned on it.
+    speaking: tuple[Agent, int] | None = None
+    # A provider call that returned but whose write has not committed: billed by the recovery
+    # if the write never happens.
+    unrecorded: tuple[PreparedCall, CallOutcome, Reservation | None] | None = None
 
 
 @dataclass
@@ -559,10 +569,18 @@ def turn_execute(*, admitted: AdmittedTurn, observer: TurnObserver | None = None
     and the closing transaction. The observer hears each step; once it reports `cancelled()`,
     the call in flight is closed and stored as interrupted and no later speaker runs."""
     observer = observer or _NullObserver()
-    state, context = admitted.state, admitted.context
+    state = admitted.state
     state.observer = observer
-    observer.turn_started(state.turn)
+    try:
+        observer.turn_started(state.turn)
+        return _execute_speakers(admitted, observer)
+    except Exception as exc:
+        # Every opened turn closes: whatever escaped (a bug, a database error) ends it failed.
+        return _turn_recover(state, exc)
 
+
+def _execute_speakers(admitted: AdmittedTurn, observer: TurnObserver) -> TurnOutcome:
+    state, context = admitted.state, admitted.context
     speakers = admitted.speakers
     first_reservation: Reservation | None = admitted.first_reservation
     prepared_first: PreparedCall | None = admitted.first
@@ -574,6 +592,7 @@ def turn_execute(*, admitted: AdmittedTurn, observer: TurnObserver | None = None
     for position, agent in enumerate(speakers, start=1):
         if observer.cancelled():
             break
+        state.speaking = (agent, position)
         if position == 1 and prepared_first is not None:
             prepared, reservation = prepared_first, first_reservation
         else:
@@ -581,12 +600,14 @@ def turn_execute(*, admitted: AdmittedTurn, observer: TurnObserver | None = None
             reservation, failure = _reserve_for_speaker(state, prepared)
             if failure is not None:
                 state.results.append(_speaker_failed(state, prepared, position, *failure))
+                state.speaking = None
                 continue
         observer.agent_started(agent)
         result, reply = _speak(
             state, prepared, position, reservation, last=position == len(speakers)
         )
         state.results.append(result)
+        state.speaking = None
         if reply is not None:
             replies.append(reply)
         if result.interrupted:
@@ -744,17 +765,26 @@ def _reserve_for_speaker(
             session_id=state.session.id,
             turn_id=state.turn.id,
         )
-    except InsufficientCredits as exc:
-        return None, ("insufficient_credits", exc.message)
+    except (InsufficientCredits, ModelNotPriced) as exc:
+        return None, (exc.code, exc.message)
     state.unsettled.add(reservation.id)
     return reservation, None
 
 
 def _speaker_failed(
-    state: _TurnState, prepared: PreparedCall, position: int, code: str, message: str
+    state: _TurnState,
+    prepared: PreparedCall,
+    position: int,
+    code: str,
+    message: str,
+    reservation: Reservation | None = None,
 ) -> _SpeakerResult:
-    """A speaker that could not be called (budget, credits): its own error message and audit."""
+    """A speaker that could not be called (budget, credits, price, an unusable provider): its
+    own error message and audit, and its reservation (if it had one) given back unspent."""
     assert prepared.agent is not None
+    if reservation is not None:
+        reservation_release(reservation=reservation)
+        state.unsettled.discard(reservation.id)
     with transaction.atomic():
         msg = Message.objects.create(
             session=state.session,
@@ -859,6 +889,12 @@ def _speak(
             max_tokens=prepared.cascade.output_reserve,
         ),
     )
+    if not outcome.reached:
+        failed = _speaker_failed(
+            state, prepared, position, outcome.error_code, outcome.error_message, reservation
+        )
+        return failed, None
+    state.unrecorded = (prepared, outcome, reservation)
     status = {"ok": MessageStatus.OK, "cancelled": MessageStatus.INTERRUPTED}.get(
         outcome.status, MessageStatus.ERROR
     )
@@ -888,6 +924,7 @@ def _speak(
         return message, event.id
 
     msg, event_id = _write_with_reconnect(state, write, committed)
+    state.unrecorded = None
     state.observer.agent_finished(agent, msg, event_id)
     ok = status == MessageStatus.OK
     result = _SpeakerResult(message=msg, ok=ok, interrupted=status == MessageStatus.INTERRUPTED)
@@ -929,11 +966,19 @@ def _route(
                 schema_name="routing",
             ),
         )
+        if not outcome.reached:
+            if reservation is not None:
+                reservation_release(reservation=reservation)
+                state.unsettled.discard(reservation.id)
+            fallback_reason = f"routing call failed: {outcome.error_code}"
+            break
+        state.unrecorded = (prepared, outcome, reservation)
         _write_with_reconnect(
             state,
             transaction.atomic()(partial(_record_call, state, prepared, outcome, reservation)),
             partial(_committed_call, state, reservation),
         )
+        state.unrecorded = None
         if outcome.status == "ok":
             try:
                 decision = routing.validate_routing(outcome.parsed, handles, max_agents)
@@ -1095,6 +1140,114 @@ def _turn_close(state: _TurnState, *, speakers_count: int) -> TurnOutcome:
             audits=state.audits,
             events=state.events,
         ),
+    )
+
+
+def _turn_recover(state: _TurnState, exc: Exception) -> TurnOutcome:
+    """Close a turn that an unexpected error broke off: a provider call that returned is still
+    recorded and billed, the speaker at work gets an `internal_error` message, the turn ends
+    `failed` (unless its close had already committed), every reservation it still holds is
+    released and its Idempotency-Key finishes — so the session accepts the next turn at once.
+    When the database itself is gone this cannot be written: the database error goes up (503)
+    and the stale sweep closes the turn once the database is back."""
+    turn_id = state.turn.id
+    if isinstance(exc, OperationalError | InterfaceError) and connection_is_broken(exc):
+        connection_lost()
+        logger.warning("turn %s lost its database connection: %s", turn_id, exc)
+    else:
+        logger.error("turn %s broke off on an unexpected error", turn_id, exc_info=exc)
+    _bill_unrecorded(state)
+    turn, pinned = _turn_close_failed(state)
+    if pinned is not None:
+        try:
+            state.observer.agent_finished(pinned.agent, pinned, None)
+        except Exception:  # a stream whose renderer failed: the turn is closed all the same
+            logger.exception("observer of turn %s failed", turn_id)
+    for summary_id in state.summaries_requested:
+        transaction.on_commit(partial(_enqueue_summary, summary_id), robust=True)
+    status_code = 502 if turn.status == TurnStatus.FAILED and turn.error_code else 201
+    return TurnOutcome(
+        turn_id=turn_id,
+        status_code=status_code,
+        turn=turn_selectors.turn_get_by_id(turn_id=turn_id),
+    )
+
+
+def _bill_unrecorded(state: _TurnState) -> None:
+    """Record (and bill) a provider call whose own write never committed. If even that fails,
+    its reservation is released with the others: the call goes unbilled, never the user
+    overcharged."""
+    if state.unrecorded is None:
+        return
+    prepared, outcome, reservation = state.unrecorded
+    state.unrecorded = None
+    try:
+        with transaction.atomic():
+            call_event_write(
+                user=state.user,
+                reservation=reservation,
+                purpose=prepared.purpose,
+                model_id=prepared.model.id,
+                outcome=outcome,
+                idempotency_key=f"turn:{state.turn.id}:call:recovered",
+                room_id=state.session.room_id,
+                session_id=state.session.id,
+                turn_id=state.turn.id,
+                agent_id=prepared.agent.id if prepared.agent else None,
+            )
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        logger.exception("the last call of turn %s could not be recorded", state.turn.id)
+
+
+def _turn_close_failed(state: _TurnState) -> tuple[Turn, Message | None]:
+    """The recovery's one transaction. Returns the turn as it now stands, and the error message
+    written for the speaker at work (None when there was none to write)."""
+    now = timezone.now()
+    pinned: Message | None = None
+    with transaction.atomic():
+        turn = Turn.objects.select_for_update(no_key=True).get(pk=state.turn.pk)
+        if turn.status == TurnStatus.RUNNING:
+            pinned = _pin_failure(state, turn)
+            ok = [r.message for r in state.results if r.ok]
+            turn.status = TurnStatus.FAILED
+            turn.error_code = "internal_error"
+            turn.assistant_output = "\n\n".join(f"{m.agent.name}: {m.content}" for m in ok)
+            turn.completed_at = turn.progress_at = now
+            turn.save(
+                update_fields=[
+                    "status",
+                    "error_code",
+                    "assistant_output",
+                    "completed_at",
+                    "progress_at",
+                ]
+            )
+        TurnIdempotencyKey.objects.filter(turn=turn, status=IdempotencyStatus.RUNNING).update(
+            status=IdempotencyStatus.DONE, response_status=502
+        )
+        _release_leftover_reservations(turn.id)
+    return turn, pinned
+
+
+def _pin_failure(state: _TurnState, turn: Turn) -> Message | None:
+    """The error message of the speaker that was at work, unless its message was written."""
+    if state.speaking is None:
+        return None
+    agent, position = state.speaking
+    if Message.objects.filter(turn=turn, sequence=position).exists():
+        return None
+    return Message.objects.create(
+        session_id=turn.session_id,
+        turn=turn,
+        sequence=position,
+        role=MessageRole.ASSISTANT,
+        agent=agent,
+        mode=turn.mode,
+        status=MessageStatus.ERROR,
+        error_code="internal_error",
+        error_message="An internal error stopped this reply.",
     )
 
 

@@ -63,12 +63,23 @@ def test_create_session_without_a_body(client, room):
     assert response.json()["title"] == ""
 
 
-def test_unknown_fields_are_ignored(client, room):
+def test_unknown_and_read_only_fields_are_400_naming_them(client, room):
     response = client.post(
         sessions_url(room.id), {"title": "T", "turn_count": 99, "room_id": "x"}, format="json"
     )
-    assert response.status_code == 201
-    assert (response.json()["turn_count"], response.json()["room_id"]) == (0, str(room.id))
+    assert_invalid(response, "turn_count", "room_id")
+    assert response.json()["error"]["details"]["room_id"] == ["Unknown field."]
+    assert not Session.objects.exists()
+
+
+def test_patch_cannot_move_or_delete_a_session_through_read_only_fields(client, owner, room):
+    session = make_session(room, title="Kept")
+    other_room = make_room(owner=owner)
+    payload = {"title": "New", "deleted_at": "2020-01-01T00:00:00Z", "room_id": str(other_room.id)}
+    response = client.patch(sessions_url(room.id, session.id), payload, format="json")
+    assert_invalid(response, "deleted_at", "room_id")
+    session.refresh_from_db()
+    assert (session.title, session.room_id, session.deleted_at) == ("Kept", room.id, None)
 
 
 def test_list_sessions_own_live_newest_first_paginated(client, owner, room, other_client):

@@ -20,7 +20,7 @@ import uvicorn
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from pantheon.testing import factories
+from pantheon.testing import db_faults, factories
 from pantheon.testing.stub_llm import StubReply
 from sessions.models import Message, Turn
 from usage.models import LlmCallEvent, Reservation
@@ -430,6 +430,73 @@ def test_client_disconnect_interrupts_and_bills(server: str, llm_stub) -> None: 
     assert event.input_tokens > 0 and event.output_tokens > 0 and event.credits_burned > 0
     assert not Reservation.objects.filter(turn_id=turn.id, status="active").exists()
     _ledger_ok()
+
+
+def test_client_gone_before_the_response_starts_cancels_the_turn(server: str, llm_stub) -> None:  # type: ignore[no-untyped-def]
+    # The client hangs up while its turn is being admitted, before any byte of the answer: the
+    # view's thread never learns it from the stream (its body is never read), so without the
+    # disconnect watch the turn would run to its end and be billed in full. The session row is
+    # held locked meanwhile, so the hang-up lands exactly in that window.
+    room = Room(mode="round_table")
+    llm_stub.enqueue(StubReply(hang=True), model=MINI)
+    body = json.dumps({"input": "Nobody will read this."}).encode()
+    host, port = server.removeprefix("http://").split(":")
+    request = (
+        f"POST {room.path()} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {room.key}\r\nAccept: text/event-stream\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    dbname = db_faults.database_name()
+    with db_faults.connect(dbname) as locker:
+        locker.execute("BEGIN")
+        locker.execute("SELECT 1 FROM sessions WHERE id = %s FOR UPDATE", (room.session.id,))
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(request)
+            # The request waits for the session's lock: admission has begun.
+            db_faults.wait_for(lambda: db_faults.backends(dbname, waiting_on_lock=True), 10)
+        time.sleep(0.3)  # the server notices the hang-up
+        locker.execute("COMMIT")
+    _wait_for(lambda: Turn.objects.filter(session=room.session).exists(), timeout=5)
+    _wait_for(lambda: Turn.objects.get(session=room.session).status != "running", timeout=5)
+
+    turn = Turn.objects.get(session=room.session)
+    assert turn.status == "interrupted"
+    assert llm_stub.requests == []  # no provider call was started for nobody
+    assert not Message.objects.filter(turn=turn, role="assistant").exists()
+    assert not LlmCallEvent.objects.filter(turn_id=turn.id).exists()
+    assert not Reservation.objects.filter(turn_id=turn.id, status="active").exists()
+    _ledger_ok()
+
+
+def test_a_fault_mid_stream_closes_turn_and_stream(server: str, llm_stub, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sessions.services import turns
+
+    room = Room(mode="round_table")
+    original = turns._record_call
+    calls = {"n": 0}
+
+    def faulty(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:  # Bo's write, after Ada's reply was stored and streamed
+            raise RuntimeError("injected")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(turns, "_record_call", faulty)
+    stream = room.stream(server, "Go round.")
+    assert stream.status == 200
+    assert stream.names()[-1] == "turn.completed"
+    assert "agent.failed" in stream.names()  # Bo's reply, cut off by the fault
+    final = stream.first("turn.completed").data
+    assert final["status"] == "failed"
+    turn = Turn.objects.get(session=room.session)
+    assert turn.status == "failed" and turn.error_code == "internal_error"
+    assert not Reservation.objects.filter(turn_id=turn.id, status="active").exists()
+    assert LlmCallEvent.objects.filter(turn_id=turn.id).count() == len(llm_stub.requests) == 2
+    _ledger_ok()
+
+    monkeypatch.undo()
+    after = room.stream(server, "And now?")
+    assert after.first("turn.completed").data["status"] == "completed"
 
 
 # --- many streams at once --------------------------------------------------------------------

@@ -2,7 +2,9 @@
 driven by Selenium; no browser download), against the live test server, on the history that
 `seed_demo` leaves: a staff user logs in through the admin login form, opens a turn and sees its
 messages and context audits, filters the ledger by model, opens the usage dashboard and the
-chart is drawn; a non-staff user is refused. Screenshots go to `artifacts/screenshots/`."""
+chart is drawn; a non-staff user is refused; the API docs (Swagger UI) render; guessing a password
+ends on the lockout page. On every page the browser reports no Content-Security-Policy violation
+(its console log is read after each step). Screenshots go to `artifacts/screenshots/`."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 from selenium import webdriver
@@ -56,6 +59,8 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    # The console log carries every CSP violation ("Refused to ... Content Security Policy").
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     try:
@@ -80,6 +85,13 @@ def demo() -> dict[str, Any]:
 
 
 def _shot(driver: WebDriver, name: str) -> None:
+    """Screenshot the page, after checking that it loaded nothing the policy refused."""
+    violations = [
+        entry["message"]
+        for entry in driver.get_log("browser")  # the entries since the last call
+        if "Content Security Policy" in entry["message"]
+    ]
+    assert not violations, (name, violations)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
 
@@ -168,3 +180,20 @@ def test_staff_console_in_a_real_browser(browser: WebDriver, live_server, demo) 
     assert "/admin/login/" in browser.current_url
     assert not browser.find_elements(By.ID, "credits-chart")
     _shot(browser, "06-non-staff-refused")
+
+    # The API docs: Swagger UI, its init script (inline, with the page's nonce) and the schema.
+    browser.get(f"{base}/api/docs/")
+    title = WebDriverWait(browser, 20).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, ".swagger-ui .info .title"))
+    )
+    assert "Pantheon API" in title.text
+    _wait(browser, ".swagger-ui .opblock")
+    _shot(browser, "07-api-docs")
+
+    # Guessing a password: after AXES_FAILURE_LIMIT failures the login is locked, and says so.
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        _log_in(browser, base, "admin@pantheon.local", "a-wrong-guess")
+    message = _wait(browser, "#lockout-message").text
+    minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+    assert "Login locked" in message and f"Try again in {minutes} minutes" in message
+    _shot(browser, "08-login-locked")
