@@ -18,8 +18,8 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from pantheon.testing import factories
-from pantheon.testing.stub_llm import llm_stub  # noqa: F401  (the stub provider fixture)
+from testing import factories
+from testing.stub_llm import llm_stub  # noqa: F401  (the stub provider fixture)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CHROMIUM = "/usr/bin/chromium"

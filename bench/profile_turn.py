@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args(argv)
 
-    from pantheon.testing.stub_llm import LlmStub
+    from testing.stub_llm import LlmStub
 
     stub = LlmStub().start()
     os.environ["OPENROUTER_BASE_URL"] = stub.url

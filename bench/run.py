@@ -102,7 +102,7 @@ def start_stub(workdir: Path) -> tuple[harness.Service, str]:
     port = harness.free_port()
     stub = harness.start_service(
         "stub",
-        [PYTHON, "-m", "pantheon.testing.stub_llm", "--port", str(port)],
+        [PYTHON, "-m", "testing.stub_llm", "--port", str(port)],
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "pantheon.settings"},
         cwd=ROOT,
         log_dir=workdir,

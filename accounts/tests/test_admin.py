@@ -11,7 +11,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import ApiKey, User
-from pantheon.testing import factories
+from testing import factories
 
 pytestmark = pytest.mark.django_db
 

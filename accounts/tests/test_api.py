@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from accounts.api.views import MeView
 from accounts.models import ApiKey
-from pantheon.testing import factories
+from testing import factories
 
 pytestmark = pytest.mark.django_db
 

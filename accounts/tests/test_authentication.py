@@ -28,7 +28,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, User
 from accounts.services import api_key_revoke
-from pantheon.testing import factories
+from testing import factories
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts.models import ApiKey, User
 from accounts.services import api_key_create, api_key_rotate, user_get_or_create_for_subject
 from pantheon.errors import ApplicationError
-from pantheon.testing import factories
+from testing import factories
 
 
 def run_concurrently(target: Callable[[], Any], times: int = 2) -> list[Any]:

@@ -14,7 +14,7 @@ from django.urls import reverse
 from accounts.models import User
 from llm.models import ModelConfig, Provider
 from llm.services import provider_create
-from pantheon.testing import factories
+from testing import factories
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from llm.crypto import SecretUnreadable
 from llm.models import ModelConfig, Provider
-from pantheon.testing import factories
+from testing import factories
 from usage.services import credits_grant
 
 pytestmark = pytest.mark.postgres

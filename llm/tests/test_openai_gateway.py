@@ -12,7 +12,7 @@ from llm.gateway import ChatMessage, GatewayError, GatewayRequest
 from llm.openai_gateway import OpenAICompatibleGateway
 from llm.providers import clear_client_cache, gateway_for_model
 from llm.tokenizer import count_message_tokens, count_tokens
-from pantheon.testing.stub_llm import LlmStub, StubReply
+from testing.stub_llm import LlmStub, StubReply
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from llm.offline_gateway import OfflineGateway
 from llm.openai_gateway import OpenAICompatibleGateway
 from llm.providers import clear_client_cache, gateway_for_model
 from llm.services import provider_create
-from pantheon.testing.stub_llm import LlmStub
+from testing.stub_llm import LlmStub
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from pantheon.testing.stub_llm import LlmStub, StubReply
+from testing.stub_llm import LlmStub, StubReply
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,7 +94,7 @@ def test_standalone_server_for_benchmarks() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "pantheon.testing.stub_llm", "--port", str(port)],
+        [sys.executable, "-m", "testing.stub_llm", "--port", str(port)],
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         text=True,

@@ -15,7 +15,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.models import User
-from pantheon.testing import factories
+from testing import factories
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.urls import reverse
 
 from pantheon.admin import SafeLookupsMixin
-from pantheon.testing import factories
+from testing import factories
 
 pytestmark = pytest.mark.django_db
 

@@ -16,8 +16,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import ApiKey
-from pantheon.testing import factories
 from sessions.models import SessionSummary
+from testing import factories
 from usage.services import credits_grant
 
 pytestmark = pytest.mark.postgres

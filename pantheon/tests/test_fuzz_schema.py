@@ -23,8 +23,8 @@ from rest_framework.test import APIClient
 from schemathesis.checks import positive_data_acceptance
 
 from accounts.services import api_key_create
-from pantheon.testing import factories
 from pantheon.wsgi import application
+from testing import factories
 from usage.services import credits_grant
 
 pytestmark = pytest.mark.postgres

@@ -24,10 +24,10 @@ from django.core.management import call_command
 from django.db.models import Sum
 
 from accounts.models import User
-from pantheon.testing import factories
-from pantheon.testing.server import Answer, Server, burst, gunicorn_server, server_env
-from pantheon.testing.stub_llm import StubReply
 from sessions.models import Message, Session, Turn, TurnStatus
+from testing import factories
+from testing.server import Answer, Server, burst, gunicorn_server, server_env
+from testing.stub_llm import StubReply
 from usage.models import CreditAccount, LlmCallEvent, Reservation, ReservationStatus
 from usage.selectors import format_credits
 from usage.services import credits_grant

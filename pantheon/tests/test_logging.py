@@ -17,7 +17,7 @@ from django.test import RequestFactory
 from rest_framework.test import APIClient
 
 from pantheon.api.logging import JsonFormatter, RequestLogMiddleware, current_request_id
-from pantheon.testing import factories
+from testing import factories
 from usage.services import credits_grant
 
 MIDDLEWARE = "pantheon.api.logging.RequestLogMiddleware"

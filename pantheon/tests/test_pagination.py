@@ -10,8 +10,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from pantheon.api.pagination import MAX_OFFSET
-from pantheon.testing import factories
 from sessions.models import Message, MessageRole
+from testing import factories
 
 pytestmark = pytest.mark.django_db
 

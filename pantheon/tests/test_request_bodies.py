@@ -12,10 +12,10 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiKey
 from pantheon.api.serializers import MAX_UNKNOWN_FIELDS_REPORTED
-from pantheon.testing import factories
-from pantheon.testing.factories import DEFAULT_MODEL
 from rooms.models import Agent, Room
 from sessions.models import Session, Turn
+from testing import factories
+from testing.factories import DEFAULT_MODEL
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from django.test import RequestFactory
 from rest_framework.test import APIClient
 
 from pantheon.api.throttling import AnonymousThrottleMiddleware, client_address
-from pantheon.testing import factories
+from testing import factories
 
 pytestmark = pytest.mark.django_db
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from pantheon.testing import factories
-from pantheon.testing.server import Answer, Server, burst, gunicorn_server, server_env
+from testing import factories
+from testing.server import Answer, Server, burst, gunicorn_server, server_env
 from usage.services import credits_grant
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

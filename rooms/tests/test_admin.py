@@ -9,7 +9,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from pantheon.testing.factories import make_agent, make_room, make_session, make_user
+from testing.factories import make_agent, make_room, make_session, make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -10,9 +10,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from llm.models import ModelConfig
-from pantheon.testing.factories import DEFAULT_MODEL, make_agent, make_room
 from rooms.models import Agent, Room
 from rooms.services import AGENT_POSITION_MAX
+from testing.factories import DEFAULT_MODEL, make_agent, make_room
 
 pytestmark = pytest.mark.django_db
 

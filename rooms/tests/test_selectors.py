@@ -9,9 +9,9 @@ import pytest
 from django.utils import timezone
 
 from pantheon.errors import ApplicationError
-from pantheon.testing.factories import make_agent, make_room, make_session, make_user
 from rooms.selectors import agent_get_for_user, agents_for_room, room_get_for_user, rooms_for_user
 from sessions.selectors import session_get_for_user, sessions_for_room
+from testing.factories import make_agent, make_room, make_session, make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -10,9 +10,9 @@ from django.db import connection
 
 from llm.models import ModelConfig
 from pantheon.errors import ApplicationError
-from pantheon.testing.factories import DEFAULT_MODEL, make_agent, make_room
 from rooms.models import Agent
 from rooms.services import agent_create, agent_delete, agent_update, room_create, room_update
+from testing.factories import DEFAULT_MODEL, make_agent, make_room
 
 
 def _field_error(exc_info: pytest.ExceptionInfo[ApplicationError]) -> list[str]:

@@ -14,8 +14,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from pantheon.testing import factories
 from sessions.models import Message, Session, SessionSummary, Turn, TurnContextAudit
+from testing import factories
 from usage.tests.builders import MINI, grant, record
 
 pytestmark = pytest.mark.django_db

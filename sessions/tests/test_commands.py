@@ -7,10 +7,10 @@ import io
 import pytest
 from django.core.management import call_command
 
-from pantheon.testing.stub_llm import StubReply
 from sessions.models import Message, SessionSummary, Turn
 from sessions.tests.test_summaries import GOOD_SUMMARY, SUMMARY_MODEL
 from sessions.tests.test_turns_api import _setup
+from testing.stub_llm import StubReply
 from usage.models import LedgerEntry, LlmCallEvent
 
 pytestmark = pytest.mark.postgres

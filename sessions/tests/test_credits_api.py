@@ -11,10 +11,10 @@ from django.core.management import call_command
 from django.db import connections
 from rest_framework.test import APIClient
 
-from pantheon.testing import factories
-from pantheon.testing.stub_llm import StubReply
 from sessions.models import Turn
 from sessions.tests.test_turns_api import Setup, _setup
+from testing import factories
+from testing.stub_llm import StubReply
 from usage.models import CreditAccount, LedgerEntry, LlmCallEvent, Reservation
 from usage.selectors import credits_for_user
 from usage.services import credits_grant

@@ -32,13 +32,13 @@ from psycopg_pool import PoolTimeout
 
 from pantheon.api.exceptions import exception_handler
 from pantheon.db import connection_is_broken, pool_check
-from pantheon.testing import db_faults
-from pantheon.testing.db_faults import Background, wait_for
-from pantheon.testing.stub_llm import LlmStub, StubReply
 from sessions.models import Turn
 from sessions.services import turns
 from sessions.services.turns import turns_fail_stale
 from sessions.tests.test_turns_api import Setup, _setup
+from testing import db_faults
+from testing.db_faults import Background, wait_for
+from testing.stub_llm import LlmStub, StubReply
 from usage.models import CreditAccount, LedgerEntry, LlmCallEvent, Reservation
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(90)]

@@ -33,11 +33,11 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from llm.providers import clear_client_cache
-from pantheon.testing import factories
-from pantheon.testing.db_faults import wait_for
-from pantheon.testing.stub_llm import LlmStub, StubReply
 from sessions.models import Message, Turn
 from sessions.tests.test_turns_api import Setup, _setup
+from testing import factories
+from testing.db_faults import wait_for
+from testing.stub_llm import LlmStub, StubReply
 from usage.models import CreditAccount, LedgerEntry, LlmCallEvent, Reservation
 from usage.services import credits_grant
 

@@ -34,12 +34,12 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from pantheon.api import throttling
-from pantheon.testing import factories
-from pantheon.testing.db_faults import wait_for
-from pantheon.testing.server import Answer, Server, free_port, gunicorn_server, server_env
-from pantheon.testing.stub_llm import LlmStub, StubReply
 from sessions.models import SessionSummary
 from sessions.tests.test_summaries import AGENT_MODEL, GOOD_SUMMARY, SUMMARY_MODEL
+from testing import factories
+from testing.db_faults import wait_for
+from testing.server import Answer, Server, free_port, gunicorn_server, server_env
+from testing.stub_llm import LlmStub, StubReply
 from usage.models import CreditAccount, LedgerEntry, LlmCallEvent, Reservation
 from usage.services import credits_grant
 

@@ -24,15 +24,15 @@ import pytest
 from django.core.management import call_command
 
 from pantheon.celery import app as celery_app
-from pantheon.testing.celery_worker import celery_worker
-from pantheon.testing.db_faults import wait_for
-from pantheon.testing.server import children
-from pantheon.testing.stub_llm import LlmStub, StubReply
 from sessions.models import SessionSummary
 from sessions.services.summaries import summaries_due
 from sessions.tasks import summarize_session
 from sessions.tests.test_summaries import AGENT_MODEL, GOOD_SUMMARY, SUMMARY_MODEL, _run_turns
 from sessions.tests.test_turns_api import Setup, _setup
+from testing.celery_worker import celery_worker
+from testing.db_faults import wait_for
+from testing.server import children
+from testing.stub_llm import LlmStub, StubReply
 from usage.models import CreditAccount, LedgerEntry, LlmCallEvent, Reservation
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(120)]

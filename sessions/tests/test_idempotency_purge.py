@@ -15,12 +15,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from pantheon.celery import app as celery_app
-from pantheon.testing.db_faults import wait_for
-from pantheon.testing.stub_llm import LlmStub, StubReply
 from sessions.models import Turn, TurnIdempotencyKey
 from sessions.services.idempotency import idempotency_keys_purge
 from sessions.tasks import purge_idempotency_keys
 from sessions.tests.test_turns_api import Setup, _setup
+from testing.db_faults import wait_for
+from testing.stub_llm import LlmStub, StubReply
 
 pytestmark = pytest.mark.postgres
 

@@ -10,9 +10,9 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from pantheon.testing import factories
-from pantheon.testing.stub_llm import StubReply
 from sessions.models import Message, Turn, TurnContextAudit
+from testing import factories
+from testing.stub_llm import StubReply
 from usage.models import LlmCallEvent
 from usage.services import credits_grant
 

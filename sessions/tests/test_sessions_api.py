@@ -7,8 +7,8 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from pantheon.testing.factories import make_room, make_session
 from sessions.models import Session
+from testing.factories import make_room, make_session
 
 pytestmark = pytest.mark.django_db
 

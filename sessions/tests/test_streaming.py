@@ -20,9 +20,9 @@ import uvicorn
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from pantheon.testing import db_faults, factories
-from pantheon.testing.stub_llm import StubReply
 from sessions.models import Message, Turn
+from testing import db_faults, factories
+from testing.stub_llm import StubReply
 from usage.models import LlmCallEvent, Reservation
 from usage.services import credits_grant
 

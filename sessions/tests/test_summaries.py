@@ -13,15 +13,15 @@ import pytest
 from django.core.management import call_command
 
 from pantheon.celery import app as celery_app
-from pantheon.testing.stub_llm import StubReply
 from sessions.models import SessionSummary
 from sessions.services.summaries import summary_generate
 from sessions.tasks import summarize_session, sweep_pending_summaries
 from sessions.tests.test_turns_api import Setup, _roles_and_contents, _setup
+from testing.stub_llm import StubReply
 from usage.models import LlmCallEvent
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-pytest_plugins = ["pantheon.testing.celery_worker"]  # the `worker` fixture: a real worker
+pytest_plugins = ["testing.celery_worker"]  # the `worker` fixture: a real worker
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY_MODEL = "openai/gpt-4o-mini"

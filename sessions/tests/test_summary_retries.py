@@ -12,15 +12,15 @@ import pytest
 from django.core.management import call_command
 
 from llm.models import ModelConfig, Provider
-from pantheon.testing.celery_worker import celery_worker
-from pantheon.testing.db_faults import wait_for
-from pantheon.testing.stub_llm import LlmStub, StubReply
 from sessions.models import SessionSummary
 from sessions.services.summaries import SummaryRetryable, summary_generate
 from sessions.tasks import SUMMARY_MAX_RETRIES, retry_ceiling, retry_countdown, summarize_session
 from sessions.tests.test_faults_worker import _summary_requests
 from sessions.tests.test_summaries import AGENT_MODEL, GOOD_SUMMARY, SUMMARY_MODEL, _run_turns
 from sessions.tests.test_turns_api import Setup, _setup
+from testing.celery_worker import celery_worker
+from testing.db_faults import wait_for
+from testing.stub_llm import LlmStub, StubReply
 from usage.models import CreditAccount, LedgerEntry, LlmCallEvent, Reservation
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(120)]

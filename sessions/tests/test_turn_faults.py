@@ -26,10 +26,10 @@ import pytest
 from django.core.management import call_command
 
 from llm.models import ModelConfig, Provider
-from pantheon.testing.stub_llm import StubReply
 from sessions.models import Message, Turn, TurnStatus
 from sessions.tests.test_modes_api import FAILING, MANAGER, Room
 from sessions.tests.test_turns_api import _setup
+from testing.stub_llm import StubReply
 from usage.models import LlmCallEvent, PricingVersion, Reservation
 
 pytestmark = pytest.mark.postgres

@@ -18,8 +18,6 @@ from accounts.services import api_key_create
 from llm import tokenizer
 from llm.gateway import ChatMessage
 from llm.models import ModelConfig
-from pantheon.testing import factories
-from pantheon.testing.stub_llm import StubReply
 from sessions.models import (
     Message,
     SessionSummary,
@@ -27,6 +25,8 @@ from sessions.models import (
     TurnContextAudit,
     TurnStatus,
 )
+from testing import factories
+from testing.stub_llm import StubReply
 from usage.models import LlmCallEvent, ModelPrice, PricingVersion
 from usage.services import credits_grant
 

@@ -27,7 +27,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from accounts.models import User
-from pantheon.testing.factories import make_user
+from testing.factories import make_user
 from usage.tests.builders import MINI, record
 
 pytestmark = [

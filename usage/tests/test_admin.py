@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from pantheon.testing.factories import make_user
+from testing.factories import make_user
 from usage.models import CreditAccount, LedgerEntry, PricingVersion
 from usage.tests.builders import MINI, grant, record
 

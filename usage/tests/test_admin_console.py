@@ -15,7 +15,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from pantheon.testing.factories import make_user
+from testing.factories import make_user
 from usage.models import CreditAccount, LedgerEntry
 from usage.selectors import format_credits
 from usage.services import credits_reserve

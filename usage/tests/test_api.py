@@ -9,7 +9,7 @@ import pytest
 from django.urls import include, path
 from drf_spectacular.generators import SchemaGenerator
 
-from pantheon.testing.factories import make_user
+from testing.factories import make_user
 from usage.api import urls as usage_urls
 from usage.services import credits_grant
 from usage.tests.builders import MINI, SONNET, grant, record

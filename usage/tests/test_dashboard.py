@@ -15,7 +15,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from pantheon.testing.factories import make_user
+from testing.factories import make_user
 from usage.models import LlmCallEvent
 from usage.selectors import format_credits, percentile_cont
 from usage.tests.builders import MINI, SONNET, grant, record

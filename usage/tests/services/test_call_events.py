@@ -10,7 +10,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from pantheon.testing.factories import make_user
+from testing.factories import make_user
 from usage.models import CreditAccount, LedgerEntry, LlmCallEvent, PricingVersion
 from usage.selectors import credits_for_user, current_prices
 from usage.services import credits_reserve, pricing_version_publish

@@ -13,7 +13,7 @@ from django.apps import apps as django_apps
 from django.core.management import call_command
 from django.db import connection
 
-from pantheon.testing.factories import make_user
+from testing.factories import make_user
 from usage.models import CreditAccount, LedgerEntry, LlmCallEvent, Reservation
 from usage.services import InsufficientCredits, credits_grant, credits_reserve
 from usage.tests.builders import SONNET, grant, record

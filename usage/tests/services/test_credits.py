@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from pantheon.errors import ApplicationError
-from pantheon.testing.factories import make_user
+from testing.factories import make_user
 from usage.models import (
     CreditAccount,
     LedgerEntry,

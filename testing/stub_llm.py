@@ -18,7 +18,7 @@ mid-answer (`stub.disconnects`, `StubRequest.disconnected`).
 
 In tests, use the `llm_stub` fixture: it points the default provider at the stub (settings
 `OPENROUTER_BASE_URL` / `OPENROUTER_API_KEY`, short timeouts) and resets the script between
-tests. For benchmarks: `python -m pantheon.testing.stub_llm --port 9999`.
+tests. For benchmarks: `python -m testing.stub_llm --port 9999`.
 """
 
 from __future__ import annotations

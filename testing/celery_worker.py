@@ -21,8 +21,8 @@ from django.conf import settings
 from django.db import connection
 
 from pantheon.celery import app as celery_app
-from pantheon.testing.db_faults import wait_for
-from pantheon.testing.stub_llm import LlmStub
+from testing.db_faults import wait_for
+from testing.stub_llm import LlmStub
 
 ROOT = Path(__file__).resolve().parents[2]
 
