@@ -19,6 +19,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from testing import factories
+from testing.celery_worker import worker  # noqa: F401  (a real Celery worker fixture)
 from testing.stub_llm import llm_stub  # noqa: F401  (the stub provider fixture)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -30,7 +30,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import ApiKey, User
 from accounts.services import api_key_revoke, api_keys_revoke_for_users
-from pantheon.admin import SafeLookupsMixin
+from pantheon.admin import ReadOnlyInline, SafeLookupsMixin
 
 _API_KEY_FIELDS = (
     "prefix",
@@ -67,23 +67,14 @@ class UserChangeAdminForm(_LowerCaseEmailMixin, UserChangeForm):
         field_classes = {"email": forms.EmailField}
 
 
-class ApiKeyInline(admin.TabularInline):
+class ApiKeyInline(ReadOnlyInline):
     """A user's keys, read-only: revoke them with the admin actions."""
 
     model = ApiKey
     fk_name = "user"
     fields = _API_KEY_FIELDS
     readonly_fields = _API_KEY_FIELDS
-    extra = 0
-    can_delete = False
-    show_change_link = True
     ordering = ("-created_at",)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def _may_edit_account(request: HttpRequest, account: User | None) -> bool:

@@ -65,7 +65,6 @@ def api_key_create(
         raise ApplicationError(
             "Invalid input.",
             code="validation_error",
-            status_code=400,
             details={"expires_at": ["Must be in the future."]},
         )
     public_id = secrets.token_hex(6)
@@ -118,13 +117,11 @@ def api_key_rotate(*, api_key: ApiKey, grace: timedelta) -> IssuedApiKey:
         raise ApplicationError(
             "Only a usable key can be rotated: this one is revoked or expired.",
             code="conflict",
-            status_code=409,
         )
     if ApiKey.objects.filter(predecessor=locked).exists():
         raise ApplicationError(
             "This key was already rotated; rotate its successor instead.",
             code="conflict",
-            status_code=409,
         )
     end_of_grace = timezone.now() + grace
     if locked.expires_at is None or locked.expires_at > end_of_grace:

@@ -33,34 +33,23 @@ def _prepare(session_id: str) -> tuple[int, float, dict[str, Any]]:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from sessions import turn_selectors
     from sessions.models import Session
     from sessions.services import turns
 
     session = Session.objects.select_related("room").get(pk=session_id)
     with CaptureQueriesContext(connection) as queries:
         started = time.perf_counter()
-        agents = turn_selectors.active_agents_for_room(room_id=session.room_id)
-        speakers = turns.resolve_speakers(
-            agents=agents, mode=session.room.default_mode, user_input=TURN_INPUT, agent_ids=None
-        )
-        summaries = turn_selectors.summary_state_for_session(session_id=session.id)
-        history = turn_selectors.history_for_prompt(
-            session_id=session.id, after_turn_index=summaries.boundary
-        )
-        # _PromptContext is the pipeline's own (private) container: the bench mirrors
-        # turn_run's preparation step exactly rather than re-implementing it.
-        context = turns._PromptContext(
-            turn_index=session.turn_counter + 1,
+        preflight = turns.turn_preflight(
+            session=session,
             user_input=TURN_INPUT,
-            history=history,
-            summaries=summaries,
+            mode=session.room.default_mode,
+            agent_ids=None,
         )
-        prepared = turns.prepare_call(agent=speakers[0], context=context, earlier=[])
+        prepared = preflight.first
         elapsed = time.perf_counter() - started
     detail = {
-        "history_messages_in_prompt": len(history),
-        "summary_boundary": summaries.boundary,
+        "history_messages_in_prompt": len(preflight.context.history),
+        "summary_boundary": preflight.context.summaries.boundary,
         "estimated_tokens": prepared.cascade.estimated_final,
         "actions": list(prepared.cascade.actions),
     }

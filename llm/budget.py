@@ -94,52 +94,34 @@ def run_cascade(
     the per-request overhead. `summary_can_be_requested` is False when a summary is already
     pending or there is nothing old enough to cover."""
     input_budget = model_limit - output_reserve
-    summary_trigger = policy.summary_trigger_ratio * input_budget
-    prune_trigger = policy.prune_trigger_ratio * input_budget
-
-    fixed = base_tokens + sum(message_tokens(m) for m in (*parts.system, *parts.current))
-    summary_tokens = message_tokens(parts.summary) if parts.summary is not None else 0
-    turn_tokens = [sum(message_tokens(m) for m in turn.messages) for turn in parts.history]
-
-    history = list(parts.history)
-    summary = parts.summary
-    estimate = fixed + summary_tokens + sum(turn_tokens)
+    sizes = _measure(parts, message_tokens=message_tokens, base_tokens=base_tokens)
     result = CascadeResult(
         messages=[],
         model_limit=model_limit,
         output_reserve=output_reserve,
         input_budget=input_budget,
-        estimated_initial=estimate,
-        estimated_after_summarize=estimate,
-        estimated_after_prune=estimate,
-        estimated_final=estimate,
+        estimated_initial=sizes.total,
+        estimated_after_summarize=sizes.total,
+        estimated_after_prune=sizes.total,
+        estimated_final=sizes.total,
     )
 
     # 1. Summarize: ask the worker for a summary; this call still uses the latest ready one.
-    mandatory = (
-        policy.mandatory_summary_turn > 0
-        and turn_index % policy.mandatory_summary_turn == 0
-        and bool(history)
-    )
-    if summary_can_be_requested and (estimate >= summary_trigger or mandatory):
+    summary_trigger = policy.summary_trigger_ratio * input_budget
+    mandatory = _summary_mandatory(turn_index, has_history=bool(parts.history), policy=policy)
+    if summary_can_be_requested and (sizes.total >= summary_trigger or mandatory):
         result.summary_requested = True
         result.actions.append(SUMMARY_REQUESTED)
 
     # 2. Prune: keep the recent window, then drop oldest turns, then the summary.
-    if estimate >= prune_trigger:
-        keep = max(policy.recent_turns_to_keep, 0)
-        while history and (len(history) > keep or estimate >= prune_trigger):
-            dropped = history.pop(0)
-            estimate -= turn_tokens.pop(0)
-            result.turns_pruned.append(dropped.turn_index)
-        if result.turns_pruned:
-            result.actions.append(PRUNED)
-        if summary is not None and estimate >= prune_trigger:
-            summary = None
-            estimate -= summary_tokens
-            result.actions.append(SUMMARY_DROPPED)
+    history, summary, estimate = _prune(
+        parts,
+        sizes,
+        result,
+        trigger=policy.prune_trigger_ratio * input_budget,
+        keep=policy.recent_turns_to_keep,
+    )
     result.estimated_after_prune = estimate
-
     if summary is not None:
         result.summary_used = True
         result.actions.insert(0 if not result.summary_requested else 1, SUMMARY_USED)
@@ -157,3 +139,58 @@ def run_cascade(
         *parts.current,
     ]
     return result
+
+
+@dataclass(frozen=True)
+class _PromptSizes:
+    """The token counts of a prompt's parts, measured once."""
+
+    fixed: int  # the per-request overhead, `system` and `current`: never dropped
+    summary: int  # 0 without a summary
+    turns: tuple[int, ...]  # each history turn, oldest first
+
+    @property
+    def total(self) -> int:
+        return self.fixed + self.summary + sum(self.turns)
+
+
+def _measure(
+    parts: PromptParts, *, message_tokens: Callable[[ChatMessage], int], base_tokens: int
+) -> _PromptSizes:
+    fixed = base_tokens + sum(message_tokens(m) for m in (*parts.system, *parts.current))
+    summary = message_tokens(parts.summary) if parts.summary is not None else 0
+    turns = tuple(sum(message_tokens(m) for m in turn.messages) for turn in parts.history)
+    return _PromptSizes(fixed=fixed, summary=summary, turns=turns)
+
+
+def _summary_mandatory(turn_index: int, *, has_history: bool, policy: BudgetPolicy) -> bool:
+    """Every `mandatory_summary_turn`-th turn asks for a summary whatever the estimate (when
+    there is history to cover), so a long session is summarized before it overflows."""
+    return (
+        policy.mandatory_summary_turn > 0
+        and turn_index % policy.mandatory_summary_turn == 0
+        and has_history
+    )
+
+
+def _prune(
+    parts: PromptParts, sizes: _PromptSizes, result: CascadeResult, *, trigger: Decimal, keep: int
+) -> tuple[list[HistoryTurn], ChatMessage | None, int]:
+    """Step 2 of the cascade. Once the estimate reaches `trigger`: drop history turns oldest
+    first — every turn beyond the `keep` most recent, then more while the estimate still reaches
+    the trigger — and then the summary. Records what it dropped in `result`; returns the history
+    and summary kept and the new estimate."""
+    history, summary, estimate = list(parts.history), parts.summary, sizes.total
+    if estimate < trigger:
+        return history, summary, estimate
+    turn_tokens = list(sizes.turns)
+    while history and (len(history) > max(keep, 0) or estimate >= trigger):
+        result.turns_pruned.append(history.pop(0).turn_index)
+        estimate -= turn_tokens.pop(0)
+    if result.turns_pruned:
+        result.actions.append(PRUNED)
+    if summary is not None and estimate >= trigger:
+        summary = None
+        estimate -= sizes.summary
+        result.actions.append(SUMMARY_DROPPED)
+    return history, summary, estimate

@@ -13,16 +13,12 @@ would multiply both the wait and the bill.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import json
 import random
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -38,6 +34,16 @@ from llm.gateway import (
     TokenUsage,
 )
 from llm.json_schema import schema_errors
+from llm.openai_wire import (
+    chunk_error_text,
+    drain_events,
+    retry_after_seconds,
+    shutdown_socket,
+    sse_data,
+    status_error_message,
+    strip_code_fence,
+    token_usage_from,
+)
 from llm.tokenizer import count_message_tokens, count_tokens
 
 # First backoff step when the provider gives no Retry-After; doubles per attempt, with jitter.
@@ -93,6 +99,12 @@ class OpenAIChatStream:
         self._started_at = 0.0
         self._ttft_ms: int | None = None
         self._generation_id: str | None = None
+        # What the chunks said so far (read by `_finish` once the body ended).
+        self._chunks = 0
+        self._model = request.model
+        self._provider_usage: TokenUsage | None = None
+        self._finish_reason: str | None = None
+        self._finished_ms: int | None = None  # when [DONE] arrived
         self._response: GatewayResponse | None = None
         self._error: GatewayError | None = None
 
@@ -119,7 +131,7 @@ class OpenAIChatStream:
         if sdk_stream is not None:
             # Another thread blocked in a read gets EOF from the shutdown and closes the response
             # itself; closing it from here too would race with that thread inside httpcore.
-            _shutdown_socket(sdk_stream.response)
+            shutdown_socket(sdk_stream.response)
             if reader is None or reader == threading.get_ident():
                 sdk_stream.close()
 
@@ -141,53 +153,29 @@ class OpenAIChatStream:
         if self._cancel.is_set():
             raise self._error_or_cancelled()
         sdk_stream = self._open()
+        yield from self._read(sdk_stream)
+        self._finish()
+
+    def _read(self, sdk_stream: openai.Stream[Any]) -> Iterator[str]:
+        """Yield the answer's text deltas until [DONE], the end of the body or a cancel. Any
+        failure to read or decode the body becomes the call's error; the stream is closed
+        however this ends."""
         # The SSE body is read here rather than through the SDK's Stream: chunks stay plain dicts
         # (no model construction per chunk), provider extensions are plain keys, and the body is
         # read to its end after [DONE] so the connection goes back to the pool (the SDK stops at
         # [DONE] and closes, which costs a new TCP + TLS handshake on every call).
-        events = _sse_data(sdk_stream.response.iter_lines())
-        finish_reason: str | None = None
-        model = self._request.model
-        usage: TokenUsage | None = None
-        chunks = 0
-        finished_ms: int | None = None
+        events = sse_data(sdk_stream.response.iter_lines())
         try:
             while True:
-                self._reading_thread = threading.get_ident()
-                try:
-                    data = next(events, None)
-                finally:
-                    self._reading_thread = None
+                data = self._next_event(events)
                 if data is None or self._cancel.is_set():
                     break
                 if data == "[DONE]":
-                    finished_ms = self._elapsed_ms()
-                    _drain(events)
+                    self._finished_ms = self._elapsed_ms()
+                    drain_events(events)
                     break
-                chunk = json.loads(data)
-                if not isinstance(chunk, dict):
-                    raise ValueError("a stream event is not a JSON object")
-                if chunk.get("error"):
-                    raise self._fail_midstream(
-                        "provider_error", f"The provider failed mid-stream: {_error_text(chunk)}"
-                    )
-                chunks += 1
-                self._generation_id = self._generation_id or chunk.get("id") or None
-                model = chunk.get("model") or model
-                if chunk.get("usage"):
-                    usage = _usage_from(chunk["usage"])
-                choices = chunk.get("choices") or []
-                if not choices:
-                    continue
-                choice = choices[0]
-                finish_reason = choice.get("finish_reason") or finish_reason
-                content = (choice.get("delta") or {}).get("content")
+                content = self._take_chunk(data)
                 if content:
-                    if not isinstance(content, str):
-                        raise ValueError("a delta's content is not text")
-                    if self._ttft_ms is None:
-                        self._ttft_ms = self._elapsed_ms()
-                    self._parts.append(content)
                     yield content
                     if self._cancel.is_set():
                         break
@@ -205,26 +193,69 @@ class OpenAIChatStream:
             self._reading_thread = None
             sdk_stream.close()
 
+    def _next_event(self, events: Iterator[str]) -> str | None:
+        """The next event's data, None at the end of the body. While blocked here, `close()`
+        from another thread knows who reads the connection."""
+        self._reading_thread = threading.get_ident()
+        try:
+            return next(events, None)
+        finally:
+            self._reading_thread = None
+
+    def _take_chunk(self, data: str) -> str | None:
+        """Record one completion chunk (id, model, usage, finish reason); return its text delta,
+        if it carries one."""
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            raise ValueError("a stream event is not a JSON object")
+        if chunk.get("error"):
+            raise self._fail_midstream(
+                "provider_error", f"The provider failed mid-stream: {chunk_error_text(chunk)}"
+            )
+        self._chunks += 1
+        self._generation_id = self._generation_id or chunk.get("id") or None
+        self._model = chunk.get("model") or self._model
+        if chunk.get("usage"):
+            self._provider_usage = token_usage_from(chunk["usage"])
+        choices = chunk.get("choices") or []
+        if not choices:
+            return None
+        choice = choices[0]
+        self._finish_reason = choice.get("finish_reason") or self._finish_reason
+        content = (choice.get("delta") or {}).get("content")
+        if not content:
+            return None
+        if not isinstance(content, str):
+            raise ValueError("a delta's content is not text")
+        if self._ttft_ms is None:
+            self._ttft_ms = self._elapsed_ms()
+        self._parts.append(content)
+        return content
+
+    def _finish(self) -> None:
+        """After the body: the response — or the error of a cancel, of a stream without chunks or
+        cut before the model finished, or of a structured answer that does not parse."""
         if self._cancel.is_set():
             raise self._error_or_cancelled()
-        if chunks == 0:
+        if self._chunks == 0:
             raise self._fail("invalid_response", "The provider sent no completion chunks.")
-        if finish_reason is None:
+        if self._finish_reason is None:
             raise self._fail("provider_error", "The stream ended before the model finished.")
         text = "".join(self._parts)
-        usage = usage or self._estimated_usage()
+        usage = self._provider_usage or self._estimated_usage()
         parsed = self._parse_structured(text, usage) if self._request.json_schema else None
         with self._lock:
             if self._cancel.is_set():  # close() won the race at the very end
                 raise self._error_or_cancelled()
+            latency_ms = self._elapsed_ms() if self._finished_ms is None else self._finished_ms
             self._response = GatewayResponse(
                 text=text,
                 usage=usage,
-                model=model,
+                model=self._model,
                 parsed=parsed,
                 generation_id=self._generation_id,
-                finish_reason=finish_reason,
-                latency_ms=finished_ms if finished_ms is not None else self._elapsed_ms(),
+                finish_reason=self._finish_reason,
+                latency_ms=latency_ms,
                 time_to_first_token_ms=self._ttft_ms,
             )
 
@@ -257,9 +288,9 @@ class OpenAIChatStream:
                 status, retry_after = None, None
             except openai.APIStatusError as exc:
                 status = exc.status_code
-                retry_after = _retry_after_seconds(exc.response.headers)
+                retry_after = retry_after_seconds(exc.response.headers)
                 kind = "rate_limited" if status == 429 else "provider_error"
-                message = f"The provider answered HTTP {status}: {_status_message(exc)}"
+                message = f"The provider answered HTTP {status}: {status_error_message(exc)}"
                 if status != 429 and status < 500:  # a request the provider will never accept
                     raise self._fail(kind, message, status_code=status) from exc
             too_long = retry_after is not None and retry_after > policy.retry_max_wait
@@ -276,7 +307,7 @@ class OpenAIChatStream:
             self._sdk_stream = sdk_stream
             cancelled = self._cancel.is_set()
         if cancelled:  # close() came while we waited for the headers
-            _shutdown_socket(sdk_stream.response)
+            shutdown_socket(sdk_stream.response)
             sdk_stream.close()
             raise self._error_or_cancelled()
         return sdk_stream
@@ -315,7 +346,7 @@ class OpenAIChatStream:
     def _parse_structured(self, text: str, usage: TokenUsage) -> dict[str, Any]:
         schema = self._request.json_schema or {}
         try:
-            value = json.loads(_strip_code_fence(text))
+            value = json.loads(strip_code_fence(text))
         except ValueError as exc:
             raise self._fail(
                 "invalid_response", f"The answer is not JSON: {exc}", usage=usage
@@ -394,107 +425,3 @@ class OpenAIChatStream:
             if self._error is None:
                 self._error = self._make_error("cancelled", "The call was cancelled.")
             return self._error
-
-
-def _shutdown_socket(response: httpx.Response) -> None:
-    """Shut the connection's socket down, which also wakes a read blocked in another thread
-    (closing the file descriptor alone would not)."""
-    network_stream = response.extensions.get("network_stream")
-    sock = network_stream.get_extra_info("socket") if network_stream is not None else None
-    if sock is not None:
-        with contextlib.suppress(OSError):  # already closed
-            sock.shutdown(socket.SHUT_RDWR)
-
-
-def _sse_data(lines: Iterator[str]) -> Iterator[str]:
-    """The `data` of each Server-Sent Event (multi-line data joined; comments and other fields
-    such as OpenRouter's `: OPENROUTER PROCESSING` keep-alives skipped)."""
-    data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        name, _, value = line.partition(":")
-        if name == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
-    if data:
-        yield "\n".join(data)
-
-
-def _drain(events: Iterator[str], limit: int = 64) -> None:
-    """Read what follows [DONE] (normally just the end of the body) so the connection can be
-    reused; anything odd there no longer matters, the answer is complete."""
-    with contextlib.suppress(httpx.HTTPError, OSError, ValueError):
-        for _ in itertools.islice(events, limit):
-            pass
-
-
-def _error_text(chunk: dict[str, Any]) -> str:
-    error = chunk.get("error")
-    message = error.get("message") if isinstance(error, dict) else error
-    return str(message)[:300]
-
-
-def _field(obj: Any, name: str) -> Any:
-    """A field of a decoded JSON object; None when absent or when `obj` is not an object (a
-    provider may send `null` or garbage where a details object is expected)."""
-    return obj.get(name) if isinstance(obj, dict) else None
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def _usage_from(usage: Any) -> TokenUsage:
-    prompt_details = _field(usage, "prompt_tokens_details")
-    completion_details = _field(usage, "completion_tokens_details")
-    return TokenUsage(
-        prompt_tokens=_count(_field(usage, "prompt_tokens")),
-        completion_tokens=_count(_field(usage, "completion_tokens")),
-        cached_tokens=_count(_field(prompt_details, "cached_tokens")),
-        cache_write_tokens=_count(_field(prompt_details, "cache_write_tokens")),
-        reasoning_tokens=_count(_field(completion_details, "reasoning_tokens")),
-        source="provider",
-    )
-
-
-def _retry_after_seconds(headers: httpx.Headers) -> float | None:
-    """`retry-after-ms`, or `Retry-After` as seconds or an HTTP date; None when absent/garbled."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _status_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        message = body.get("message") or (body.get("error") or {}).get("message")
-        if isinstance(message, str):
-            return message[:300]
-    return str(exc.message)[:300]
-
-
-def _strip_code_fence(text: str) -> str:
-    # Some compatible servers wrap JSON in a Markdown fence even in JSON mode.
-    stripped = text.strip()
-    if stripped.startswith("```") and stripped.endswith("```"):
-        stripped = stripped[3:-3]
-        if stripped.startswith("json"):
-            stripped = stripped[4:]
-    return stripped

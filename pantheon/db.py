@@ -5,11 +5,15 @@ layer itself is imported only when used."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from django.db.backends.signals import connection_created
 from psycopg_pool import ConnectionPool, PoolTimeout
+
+if TYPE_CHECKING:
+    from django.db.models import Model, QuerySet
 
 logger = logging.getLogger(__name__)
 
@@ -84,3 +88,41 @@ def _drain_pool() -> None:
             pool.drain()
         except Exception as exc:  # never turn an outage into another error
             logger.warning("could not drain the database pool: %s", type(exc).__name__)
+
+
+_M = TypeVar("_M", bound="Model")
+
+
+def pk_batches(queryset: QuerySet[_M], *, batch_size: int) -> Iterator[list[_M]]:
+    """The rows of `queryset` in primary-key order, `batch_size` at a time, for backfills,
+    checks and purges that walk a whole table.
+
+    Each batch is one keyset query (`pk >` the previous batch's last pk), never OFFSET: a batch
+    at the end of a large table costs what one at its start does, and deleting the rows already
+    walked (a purge) shifts nothing. The queryset's own ordering is replaced; it must yield
+    model instances (not `values()`). The next batch is read only once the caller asks for it."""
+    last_pk = None
+    while True:
+        page = queryset.order_by("pk")
+        if last_pk is not None:
+            page = page.filter(pk__gt=last_pk)
+        rows = list(page[:batch_size])
+        if not rows:
+            return
+        yield rows
+        last_pk = rows[-1].pk
+
+
+class NetworkCallInTransaction(RuntimeError):
+    """A network call (an LLM provider, a tool) was about to run inside a database transaction:
+    it would hold row locks and a connection for seconds. A bug, never a client's fault."""
+
+
+def refuse_network_call_in_transaction(what: str) -> None:
+    """Raise NetworkCallInTransaction when this thread's connection is inside a transaction.
+    The blocks Django's test cases open around each test (marked `_from_testcase`) do not count:
+    they stand for the autocommit a real request runs in."""
+    from django.db import connection
+
+    if any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks):
+        raise NetworkCallInTransaction(f"{what} inside a database transaction")

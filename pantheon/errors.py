@@ -6,9 +6,11 @@ from typing import Any
 
 
 class ApplicationError(Exception):
-    """A failure the client should see, with the contract's error code and HTTP status."""
+    """A failure the client should see, as domain data: the contract's error `code`, a message,
+    `details`, and — when retrying later can succeed — after how many seconds (`retry_after`).
+    Which HTTP status and headers it becomes is decided by the API layer alone
+    (`pantheon.api.exceptions`), so services never speak HTTP."""
 
-    status_code = 400
     code = "error"
 
     def __init__(
@@ -16,15 +18,12 @@ class ApplicationError(Exception):
         message: str,
         *,
         code: str | None = None,
-        status_code: int | None = None,
         details: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
-        if status_code is not None:
-            self.status_code = status_code
         self.details = details or {}
-        self.headers = headers or {}
+        self.retry_after = retry_after

@@ -156,7 +156,7 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
-USE_TZ = True  # F32: every datetime is timezone-aware.
+USE_TZ = True  # every datetime is timezone-aware: naive datetimes are a bug here.
 
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -300,6 +300,7 @@ REST_FRAMEWORK = {
 }
 
 SPECTACULAR_SETTINGS = {
+    "GET_LIB_DOC_EXCLUDES": "pantheon.api.schema.lib_doc_excludes",
     "TITLE": "Pantheon API",
     "DESCRIPTION": "Rooms of LLM agents: turns, context budgets, usage metering and credits.",
     "VERSION": "1.0.0",

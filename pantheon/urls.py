@@ -1,23 +1,22 @@
-"""URLs: the admin, the v1 API (no trailing slashes), the OpenAPI schema and docs."""
+"""URLs: the admin, the v1 API (no trailing slashes), the OpenAPI schema and docs.
+
+Also the composition root: `accounts` and `llm` know nothing of `usage` (dependencies run one
+way), so their routes are built here with usage's readers — the caller's credits for `auth/me`,
+current prices for `models`."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from accounts.api.views import MeView
-from llm.api.views import ModelListView
+from accounts.api.urls import api_urls as accounts_api_urls
+from llm.api.urls import api_urls as llm_api_urls
 from pantheon.api.views import DocsView, HealthView, NotFoundView, SchemaView
 from usage.selectors import credits_for_user, current_prices
 
-# The composition root: `accounts` and `llm` know nothing of `usage` (dependencies run one way),
-# so the project wires the caller's credits into `auth/me` and current prices into `models`.
-MeView.credits_for = credits_for_user
-ModelListView.prices_for = current_prices
-
 api_v1 = [
     path("health", HealthView.as_view(), name="health"),
-    path("", include("accounts.api.urls")),
-    path("", include("llm.api.urls")),
+    path("", include(accounts_api_urls(credits_for=credits_for_user))),
+    path("", include(llm_api_urls(prices_for=current_prices))),
     path("", include("rooms.api.urls")),
     path("", include("sessions.api.urls")),
     path("", include("usage.api.urls")),

@@ -4,43 +4,12 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import Count, Model, Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
-from django.urls import NoReverseMatch, reverse
-from django.utils.html import format_html
 
 from llm.models import ModelConfig
-from pantheon.admin import SafeLookupsMixin
+from pantheon.admin import DeletedFilter, SafeLookupsMixin, admin_link
 from rooms.models import Agent, Room
-
-
-def admin_link(obj: Model | None) -> str:
-    """A link to `obj`'s admin change page (plain text when its model has no admin)."""
-    if obj is None:
-        return "-"
-    opts = obj._meta
-    try:
-        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
-    except NoReverseMatch:
-        return str(obj)
-    return format_html('<a href="{}">{}</a>', url, obj)
-
-
-class DeletedFilter(admin.SimpleListFilter):
-    """Soft-deleted or not (`deleted_at` set)."""
-
-    title = "deleted"
-    parameter_name = "deleted"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("no", "No"), ("yes", "Yes")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() == "no":
-            return queryset.filter(deleted_at__isnull=True)
-        if self.value() == "yes":
-            return queryset.filter(deleted_at__isnull=False)
-        return queryset
 
 
 class AgentInline(admin.TabularInline):

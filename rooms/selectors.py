@@ -1,4 +1,5 @@
-"""Reads for rooms and agents, and the one ownership guard (F35).
+"""Reads for rooms and agents, and the ownership guard: the one place that decides which rooms
+(and so which agents, sessions and turns) a user can reach, used by every room-scoped API.
 
 Every room-scoped read in the project goes through `room_owned_filter`: a room is reachable
 when the caller owns it and it is not deleted. Anything else — missing, deleted, someone else's —
@@ -19,7 +20,7 @@ from rooms.models import Agent, Room
 
 def not_found() -> ApplicationError:
     """The single 404 of every guarded lookup: identical for missing, deleted and not yours."""
-    return ApplicationError("Not found.", code="not_found", status_code=404)
+    return ApplicationError("Not found.", code="not_found")
 
 
 def parse_id(value: Any) -> uuid.UUID | None:

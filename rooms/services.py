@@ -36,9 +36,7 @@ UNSET = _Unset.UNSET
 
 
 def _invalid(field: str, message: str) -> ApplicationError:
-    return ApplicationError(
-        "Invalid input.", code="validation_error", status_code=400, details={field: [message]}
-    )
+    return ApplicationError("Invalid input.", code="validation_error", details={field: [message]})
 
 
 def _active_model(model_id: str, *, field: str) -> ModelConfig:

@@ -16,8 +16,8 @@ class SessionQuerySet(models.QuerySet["Session"]):
 
 
 class Session(models.Model):
-    """A conversation inside a room. `turn_counter` allocates turn numbers under a row lock
-    (F36). Soft-deleted."""
+    """A conversation inside a room. `turn_counter` allocates turn numbers under the session's row
+    lock, so concurrent turns never share or skip a number. Soft-deleted."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     room = models.ForeignKey("rooms.Room", on_delete=models.CASCADE, related_name="sessions")
@@ -51,7 +51,8 @@ class TurnStatus(models.TextChoices):
 
 class Turn(models.Model):
     """One user input and the replies it produced. `turn_index` is 1, 2, 3… per session, allocated
-    from `Session.turn_counter` under the session's row lock (F36)."""
+    from `Session.turn_counter` under the session's row lock (never duplicated or skipped, even
+    under concurrent requests)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="turns")

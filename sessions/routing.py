@@ -1,8 +1,9 @@
 """Who answers a turn: the @mention parser and the orchestrator's routing schema and validation.
 
 Pure functions over plain data. There is no comma-split or free-text name parsing anywhere
-(handoff defect F22): the orchestrator answers with a JSON object validated against a schema
-whose agent field is an enum of the room's active handles.
+(an earlier prototype fell back to splitting the orchestrator's free text on commas): the
+orchestrator answers with a JSON object validated against a schema whose agent field is an enum
+of the room's active handles.
 """
 
 from __future__ import annotations

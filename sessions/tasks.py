@@ -9,15 +9,15 @@ from uuid import UUID
 from celery import shared_task
 from django.conf import settings
 
-from sessions.services.idempotency import idempotency_keys_purge
 from sessions.services.summaries import (
     SummaryRetryable,
     summaries_due,
+    summary_enqueue,
     summary_generate,
     summary_lease_remaining,
     summary_mark_failed,
 )
-from sessions.services.turns import turns_fail_stale
+from sessions.services.turns import idempotency_keys_purge, turns_fail_stale
 
 logger = logging.getLogger(__name__)
 
@@ -65,17 +65,6 @@ def summarize_session(self, summary_id: str) -> str:  # type: ignore[no-untyped-
         if wait is not None and self.request.retries < SUMMARY_MAX_RETRIES:
             raise self.retry(countdown=wait + 1)  # else the periodic sweep retakes it
     return status
-
-
-def summary_enqueue(summary_id: UUID) -> bool:
-    """Hand a summary to the worker. Never raises: with the broker down the row stays pending
-    and the sweep (or `manage.py summarize_pending`) picks it up later."""
-    try:
-        summarize_session.apply_async(args=[str(summary_id)], retry=False)
-        return True
-    except Exception:  # any broker failure: the pending row is the durable record
-        logger.warning("could not enqueue summary %s; the sweep will retry", summary_id)
-        return False
 
 
 @shared_task(acks_late=True)

@@ -24,7 +24,7 @@ from pantheon.celery import app as celery_app
 from testing.db_faults import wait_for
 from testing.stub_llm import LlmStub
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager

@@ -19,13 +19,18 @@ from django.contrib import admin, messages
 from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, URLPattern, path, reverse
-from django.utils.html import format_html
+from django.urls import URLPattern, path
 
-from pantheon.admin import SafeLookupsMixin
+from pantheon.admin import (
+    ReadOnlyAdmin,
+    SafeLookupsMixin,
+    TotalsChangeListMixin,
+    change_link,
+    changelist_link,
+)
+from pantheon.credits import MICRO_PER_CREDIT, format_credits
 from pantheon.errors import ApplicationError
 from usage.dashboard import usage_dashboard_view
-from usage.metering import MICRO_PER_CREDIT
 from usage.models import (
     CreditAccount,
     LedgerEntry,
@@ -34,12 +39,7 @@ from usage.models import (
     PricingStatus,
     PricingVersion,
 )
-from usage.selectors import (
-    call_event_totals,
-    credit_account_totals,
-    format_credits,
-    ledger_totals,
-)
+from usage.selectors import call_event_totals, credit_account_totals, ledger_totals
 from usage.services import (
     credits_grant,
     pricing_version_activate,
@@ -47,59 +47,8 @@ from usage.services import (
 )
 
 
-class _ReadOnlyAdmin(SafeLookupsMixin, admin.ModelAdmin):
-    """Audit-like records: staff look, nobody edits."""
-
-    show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-def change_link(viewname: str, pk: Any, text: Any) -> str:
-    """A link to an admin change page by primary key alone (no row is loaded): "-" for no pk."""
-    if pk is None:
-        return "-"
-    try:
-        url = reverse(f"admin:{viewname}_change", args=[pk])
-    except NoReverseMatch:
-        return str(text)
-    return format_html('<a href="{}">{}</a>', url, text)
-
-
-def changelist_link(viewname: str, text: str, **filters: Any) -> str:
-    """A link to an admin changelist narrowed by `filters` (plain field lookups)."""
-    query = "&".join(f"{name}={value}" for name, value in filters.items())
-    url = reverse(f"admin:{viewname}_changelist")
-    return format_html('<a href="{}?{}">{}</a>', url, query, text)
-
-
-class _TotalsChangeListMixin:
-    """Adds `totals` — computed by `totals_of` over the changelist's filtered queryset, in one
-    query — to the changelist's context; the change_list.html override renders them."""
-
-    def totals_of(self, queryset: QuerySet[Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        response = super().changelist_view(request, extra_context)  # type: ignore[misc]
-        context = getattr(response, "context_data", None)
-        # A redirect (bad filter parameters) or an action's response has no changelist.
-        if context is not None and context.get("cl") is not None:
-            context["totals"] = self.totals_of(context["cl"].queryset)
-        return response
-
-
 @admin.register(LlmCallEvent)
-class LlmCallEventAdmin(_TotalsChangeListMixin, _ReadOnlyAdmin):
+class LlmCallEventAdmin(TotalsChangeListMixin, ReadOnlyAdmin):
     list_display = (
         "created_at",
         "user_link",
@@ -261,7 +210,7 @@ class LedgerModelFilter(admin.SimpleListFilter):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(_TotalsChangeListMixin, _ReadOnlyAdmin):
+class LedgerEntryAdmin(TotalsChangeListMixin, ReadOnlyAdmin):
     list_display = (
         "created_at",
         "account_user",
@@ -325,7 +274,7 @@ class GrantCreditsForm(forms.Form):
 
 
 @admin.register(CreditAccount)
-class CreditAccountAdmin(_TotalsChangeListMixin, _ReadOnlyAdmin):
+class CreditAccountAdmin(TotalsChangeListMixin, ReadOnlyAdmin):
     list_display = ("user_link", "balance", "reserved", "available", "updated_at", "ledger")
     search_fields = ("user__email",)
     list_select_related = ("user",)

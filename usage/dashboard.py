@@ -19,7 +19,8 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from usage.selectors import DASHBOARD_MAX_DAYS, UsageDashboard, format_credits, usage_dashboard
+from pantheon.credits import format_credits
+from usage.selectors import DASHBOARD_MAX_DAYS, UsageDashboard, usage_dashboard
 
 DEFAULT_DAYS = 14
 CHART_WIDTH = 720

@@ -1,8 +1,10 @@
 """The metering formula (OE formula v1): token buckets, cost, output-equivalent tokens, credits.
 
 The one place that knows how a call is priced. Pure functions over plain values: `Decimal` for
-money, `int` for tokens and micro-credits, never floats (a float gets the worked example of the
-product spec wrong: 2059.9999… OE tokens instead of 2,060).
+money, `int` for tokens and micro-credits, never floats. Worked example, at $3 in, $15 out,
+$0.30 cached and $3.75 cache write per 1M tokens, 100 credits per USD, markup 1: 2,000 uncached
+input, 8,000 cached, 2,000 cache write, 600 output and 400 reasoning tokens cost $0.0309, which
+is 2,060 OE tokens and 3.09 credits — floats make it 2059.9999… OE tokens.
 
     cost_usd       = Σ n_b * p_b / 1,000,000        (p_b: USD per 1M tokens of bucket b)
     oe_tokens      = cost_usd * 1,000,000 / p_out   (if p_out = 0: Σ n_b), half-up to 4 places
@@ -15,7 +17,8 @@ import decimal
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
-MICRO_PER_CREDIT = 1_000_000
+from pantheon.credits import MICRO_PER_CREDIT
+
 TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)  # prices are USD per 1M tokens
 # A reservation covers the estimated input plus this margin (the estimate is a tokenizer's guess).
 RESERVATION_INPUT_MARGIN = Decimal("1.10")

@@ -6,15 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import ApiKey
-from pantheon.api.serializers import StrictCharField, StrictInputSerializer
-
-
-class CreditsSerializer(serializers.Serializer):
-    """The caller's credits, as decimal strings with 6 places (e.g. `"3.090000"`)."""
-
-    balance = serializers.CharField()
-    reserved = serializers.CharField()
-    available = serializers.CharField()
+from pantheon.api.serializers import CreditsSerializer, StrictCharField, StrictInputSerializer
 
 
 class MeSerializer(serializers.Serializer):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
-from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,22 +17,26 @@ from accounts.api.serializers import (
     ApiKeyCreatedSerializer,
     ApiKeyCreateSerializer,
     ApiKeySerializer,
-    CreditsSerializer,
     MeSerializer,
 )
 from accounts.models import ApiKey, User
 from accounts.selectors import api_key_get_for_user, api_key_list_for_user
 from accounts.services import api_key_create, api_key_revoke
-from pantheon.api.pagination import LimitOffsetPagination
+from pantheon.api.serializers import CreditsSerializer
+from pantheon.api.views import PaginatedAPIView
+
+# Reads a user's credits as `{balance, reserved, available}` (decimal strings).
+CreditsFor = Callable[[User], dict[str, Any]]
 
 
 class MeView(APIView):
     """`GET auth/me`: who the bearer token belongs to.
 
-    `credits_for` is the seam through which the usage app adds the caller's credits (accounts
-    must not import usage): when set, it returns `{balance, reserved, available}` for a user."""
+    The caller's credits live in the usage app, which accounts must not import: the project's
+    URL conf passes their reader in, `MeView.as_view(credits_for=...)`. Without one the body
+    has no `credits`."""
 
-    credits_for: ClassVar[Callable[[User], dict[str, Any]] | None] = None
+    credits_for: CreditsFor | None = None
 
     @extend_schema(
         operation_id="auth_me",
@@ -48,21 +51,13 @@ class MeView(APIView):
             "email": user.email,
             "display_name": user.display_name,
         }
-        # Read through the class: a plain function stored on it must not become a bound method.
-        credits_for = type(self).credits_for
-        if credits_for is not None:
-            body["credits"] = CreditsSerializer(credits_for(user)).data
+        if self.credits_for is not None:
+            body["credits"] = CreditsSerializer(self.credits_for(user)).data
         return Response(MeSerializer(body).data)
 
 
-class ApiKeyListCreateView(GenericAPIView):
+class ApiKeyListCreateView(PaginatedAPIView):
     """`GET auth/api-keys` (own keys, paginated) and `POST auth/api-keys` (issue one)."""
-
-    serializer_class = ApiKeySerializer
-    pagination_class = LimitOffsetPagination
-
-    def get_queryset(self) -> Any:
-        return api_key_list_for_user(user=self.request.user)
 
     @extend_schema(
         operation_id="auth_api_keys_list",
@@ -72,8 +67,7 @@ class ApiKeyListCreateView(GenericAPIView):
         responses={200: ApiKeySerializer(many=True)},
     )
     def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(ApiKeySerializer(page, many=True).data)
+        return self.paginated(api_key_list_for_user(user=request.user), ApiKeySerializer)
 
     @extend_schema(
         operation_id="auth_api_keys_create",

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from rest_framework.test import APIClient
+from rest_framework.test import APIClient, force_authenticate
 
 from accounts.api.views import MeView
 from accounts.models import ApiKey
@@ -61,19 +62,20 @@ def test_me_returns_the_caller(owner_client: tuple[APIClient, Any]) -> None:
 
 
 def test_me_adds_credits_when_a_provider_is_wired(
-    owner_client: tuple[APIClient, Any], monkeypatch: pytest.MonkeyPatch
+    owner_client: tuple[APIClient, Any], rf: RequestFactory
 ) -> None:
-    client, owner = owner_client
+    _, owner = owner_client
     seen = []
 
     def credits_for(user: Any) -> dict[str, str]:
         seen.append(user.pk)
         return {"balance": "3.090000", "reserved": "1.000000", "available": "2.090000"}
 
-    monkeypatch.setattr(MeView, "credits_for", credits_for)
-    response = client.get(ME)
+    request = rf.get(ME)
+    force_authenticate(request, user=owner)
+    response = MeView.as_view(credits_for=credits_for)(request)
     assert response.status_code == 200
-    assert response.json()["credits"] == {
+    assert response.data["credits"] == {
         "balance": "3.090000",
         "reserved": "1.000000",
         "available": "2.090000",

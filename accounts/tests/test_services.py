@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, User
 from accounts.services import api_key_create, api_key_rotate, user_get_or_create_for_subject
+from pantheon.api.exceptions import http_status_of
 from pantheon.errors import ApplicationError
 from testing import factories
 
@@ -54,7 +55,7 @@ def test_concurrent_rotations_issue_exactly_one_successor() -> None:
     failures = [r for r in results if isinstance(r, Exception)]
     assert len(successes) == 1
     assert len(failures) == 1 and isinstance(failures[0], ApplicationError)
-    assert failures[0].status_code == 409
+    assert http_status_of(failures[0].code) == 409
     assert ApiKey.objects.filter(predecessor=api_key).count() == 1
 
 
@@ -75,6 +76,6 @@ def test_a_key_cannot_be_born_expired() -> None:
     user = factories.make_user()
     with pytest.raises(ApplicationError) as caught:
         api_key_create(user=user, name="x", expires_at=timezone.now() - timedelta(seconds=1))
-    assert caught.value.status_code == 400
+    assert http_status_of(caught.value.code) == 400
     assert "expires_at" in caught.value.details
     assert not ApiKey.objects.exists()

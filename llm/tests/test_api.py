@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
+from rest_framework.test import force_authenticate
 
 from llm.api.views import ModelListView
 from llm.models import ModelConfig
@@ -70,16 +73,16 @@ def test_bad_pagination_input_is_a_validation_error(owner_client) -> None:
     assert response.json()["error"]["code"] == "validation_error"
 
 
-def test_prices_come_from_the_hook_once_per_page(owner_client, monkeypatch) -> None:
-    client, _ = owner_client
+def test_prices_come_from_the_hook_once_per_page(rf, user) -> None:
     calls: list[list[str]] = []
 
     def prices_for(ids: list[str]) -> dict[str, dict]:
         calls.append(ids)
         return {ids[0]: {"input": "0.15", "output": "0.60"}}
 
-    monkeypatch.setattr(ModelListView, "prices_for", prices_for)
-    body = client.get("/api/v1/models?limit=3").json()
+    request = rf.get("/api/v1/models?limit=3")
+    force_authenticate(request, user=user)
+    body = ModelListView.as_view(prices_for=prices_for)(request).data
 
     assert calls == [[m["id"] for m in body["results"]]]  # once, with exactly the page's ids
     first, *others = body["results"]
@@ -88,10 +91,6 @@ def test_prices_come_from_the_hook_once_per_page(owner_client, monkeypatch) -> N
 
 
 def test_hook_given_to_as_view(rf, user) -> None:
-    from decimal import Decimal
-
-    from rest_framework.test import force_authenticate
-
     view = ModelListView.as_view(prices_for=lambda ids: {i: {"input": Decimal("3")} for i in ids})
     request = rf.get("/api/v1/models")
     force_authenticate(request, user=user)

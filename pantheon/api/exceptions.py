@@ -39,6 +39,37 @@ _CODES: dict[type[exceptions.APIException], str] = {
 }
 
 
+# The HTTP status of each domain error code (services raise ApplicationError with a code; only
+# the API layer knows what HTTP makes of it). A code not listed is a client error (400).
+HTTP_STATUS_OF_CODE: dict[str, int] = {
+    "validation_error": 400,
+    "not_authenticated": 401,
+    "insufficient_credits": 402,
+    "spending_limit_reached": 402,
+    "permission_denied": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "pricing_refused": 409,
+    "turn_in_progress": 409,
+    "turn_not_running": 409,
+    "idempotency_key_in_use": 409,
+    "idempotency_key_reused": 422,
+    "context_budget_exceeded": 422,
+    "model_not_priced": 422,
+    "unknown_agent": 422,
+    "no_agent_selected": 422,
+    "turn_not_latest": 422,
+    "throttled": 429,
+    "llm_unavailable": 502,
+    "internal_error": 502,
+    "service_unavailable": 503,
+}
+
+
+def http_status_of(code: str) -> int:
+    return HTTP_STATUS_OF_CODE.get(code, 400)
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     """The contract's error shape."""
     return {"error": {"code": code, "message": message, "details": details or {}}}
@@ -92,10 +123,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """Render any exception raised inside a DRF view in the contract's shape; never a 500 page."""
     if isinstance(exc, ApplicationError):
         set_rollback()
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         return Response(
             error_body(exc.code, exc.message, exc.details),
-            status=exc.status_code,
-            headers=exc.headers or None,
+            status=http_status_of(exc.code),
+            headers=headers,
         )
     exc = _as_api_exception(exc)
 

@@ -136,3 +136,13 @@ def drop_optional_from_required(result: dict[str, Any], **kwargs: Any) -> dict[s
         if required and name in required:
             required.remove(name)
     return result
+
+
+def lib_doc_excludes() -> list[type]:
+    """Classes whose docstrings never become an operation's description: drf-spectacular's own
+    list plus our API base views (their docstrings speak to developers, not API users)."""
+    from drf_spectacular.plumbing import get_lib_doc_excludes
+
+    from pantheon.api.views import PaginatedAPIView
+
+    return [*get_lib_doc_excludes(), PaginatedAPIView]

@@ -1,6 +1,6 @@
 """Request-body plumbing shared by every endpoint: the strict base serializer and strict fields.
 
-Two promises of api.md and product.md live here. *Strict input*: a body field the endpoint does
+Two promises of the API live here. *Strict input*: a body field the endpoint does
 not define is a 400 naming it, never silently ignored. *Hostile input stays cheap*: every check is
 linear in the input's size and the length limits run first, so no body holds a worker.
 
@@ -162,3 +162,15 @@ class StrictDecimalNumberField(serializers.FloatField):
             self.fail("min_value", min_value=self.min_value)
         # repr() is the shortest text that round-trips the float: 0.7 -> Decimal("0.7").
         return Decimal(repr(data)).quantize(self.quantum, rounding=ROUND_HALF_UP)
+
+
+# --- shared response bodies --------------------------------------------------------------------
+# Bodies that more than one app renders. The docstrings are the schema's descriptions.
+
+
+class CreditsSerializer(serializers.Serializer):
+    """The caller's credits, as decimal strings with 6 places (e.g. `"3.090000"`)."""
+
+    balance = serializers.CharField()
+    reserved = serializers.CharField()
+    available = serializers.CharField()

@@ -1,4 +1,5 @@
-"""Project-level API views: health, the JSON 404 for unknown API routes, and the OpenAPI
+"""API views shared by the whole project: `PaginatedAPIView`, the base of every list endpoint;
+and the project-level views — health, the JSON 404 for unknown API routes, and the OpenAPI
 schema and docs views (whose errors are JSON in the contract's shape like every other view)."""
 
 from __future__ import annotations
@@ -7,18 +8,73 @@ import logging
 from typing import Any
 
 from django.db import connection
+from django.db.models import QuerySet
+from django_filters import FilterSet
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, inline_serializer
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.pagination import BasePagination
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
+from pantheon.api.pagination import LimitOffsetPagination
+
 logger = logging.getLogger(__name__)
+
+
+class PaginatedAPIView(APIView):
+    """A view that renders a selector's queryset as one `limit`/`offset` page:
+    `{"count", "next", "previous", "results"}`."""
+
+    # The docstring above is also the OpenAPI description of every subclass without a docstring
+    # of its own: it speaks to API clients. For the code: this is the one way a list endpoint
+    # renders a page. `paginated(queryset, SerializerClass)` covers the usual case; a view that
+    # needs the page's rows before rendering them (to load their details or prices in one query)
+    # calls `paginate`, then `page_response`. `pagination_class` may be another paginator (a
+    # cursor for messages). A list that takes query filters names its django-filter `FilterSet`
+    # in `filterset_class`: the queryset is narrowed by it first, and an invalid value is a 400
+    # `validation_error` naming the parameter.
+
+    pagination_class: type[BasePagination] = LimitOffsetPagination
+    filterset_class: type[FilterSet] | None = None
+    _paginator: BasePagination  # set by `paginate`, read by `page_response`
+
+    # Both read by the schema generator, which documents the filterset's query parameters (its
+    # django-filter extension needs the filtered model, found through `queryset`).
+    @property
+    def filter_backends(self) -> tuple[type[DjangoFilterBackend], ...]:
+        return () if self.filterset_class is None else (DjangoFilterBackend,)
+
+    @property
+    def queryset(self) -> QuerySet[Any] | None:
+        if self.filterset_class is None:
+            return None
+        return self.filterset_class._meta.model._default_manager.none()
+
+    def paginated(
+        self, queryset: QuerySet[Any], serializer_class: type[BaseSerializer]
+    ) -> Response:
+        """One page of `queryset`, each row rendered by `serializer_class`."""
+        return self.page_response(serializer_class(self.paginate(queryset), many=True).data)
+
+    def paginate(self, queryset: QuerySet[Any]) -> list[Any]:
+        """The rows of the requested page (after the view's filters); render them with
+        `page_response`."""
+        if self.filterset_class is not None:
+            queryset = DjangoFilterBackend().filter_queryset(self.request, queryset, self)
+        self._paginator = self.pagination_class()
+        return self._paginator.paginate_queryset(queryset, self.request, view=self) or []
+
+    def page_response(self, data: Any) -> Response:
+        """The page envelope around `data`, the serialized rows of the last `paginate`."""
+        return self._paginator.get_paginated_response(data)
 
 
 def _database_ok() -> bool:

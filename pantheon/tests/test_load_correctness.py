@@ -1,6 +1,6 @@
-"""Scenario 5 of performance.md — concurrency correctness under load — against the production
-server command (gunicorn, two uvicorn workers) on the test database, the real `openai` client
-path and the stub upstream.
+"""Concurrency correctness under load (scenario 5 of the benchmark, bench/README.md) against
+the production server command (gunicorn, two uvicorn workers) on the test database, the real
+`openai` client path and the stub upstream.
 
 1. 50 simultaneous POSTs on one session (released by a barrier, one connection each): every
    answer is 201 or the contract's 409 `turn_in_progress`; the turn indexes in the database are
@@ -24,12 +24,12 @@ from django.core.management import call_command
 from django.db.models import Sum
 
 from accounts.models import User
+from pantheon.credits import format_credits
 from sessions.models import Message, Session, Turn, TurnStatus
 from testing import factories
 from testing.server import Answer, Server, burst, gunicorn_server, server_env
 from testing.stub_llm import StubReply
 from usage.models import CreditAccount, LlmCallEvent, Reservation, ReservationStatus
-from usage.selectors import format_credits
 from usage.services import credits_grant
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

@@ -4,15 +4,13 @@ the caller's is the same 404."""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
-from pantheon.api.pagination import LimitOffsetPagination
+from pantheon.api.views import PaginatedAPIView
 from rooms import selectors, services
 from rooms.api.serializers import (
     AgentCreateSerializer,
@@ -22,18 +20,6 @@ from rooms.api.serializers import (
     RoomSerializer,
     RoomUpdateSerializer,
 )
-
-
-class PaginatedAPIView(APIView):
-    """A view that renders a selector's queryset as one `limit`/`offset` page:
-    `{"count", "next", "previous", "results"}`."""
-
-    pagination_class = LimitOffsetPagination  # also read by the schema generator
-
-    def paginated(self, queryset: QuerySet, serializer_class: type[Serializer]) -> Response:
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(queryset, self.request, view=self)
-        return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
 class RoomListCreateView(PaginatedAPIView):

@@ -1,5 +1,5 @@
-"""The ownership guard (F35): one place decides what a user can reach, and everything else is
-the same 404."""
+"""The ownership guard of every room-scoped API: one place decides what a user can reach, and
+everything else is the same 404."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import uuid
 import pytest
 from django.utils import timezone
 
+from pantheon.api.exceptions import http_status_of
 from pantheon.errors import ApplicationError
 from rooms.selectors import agent_get_for_user, agents_for_room, room_get_for_user, rooms_for_user
 from sessions.selectors import session_get_for_user, sessions_for_room
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 def _assert_not_found(exc_info: pytest.ExceptionInfo[ApplicationError]) -> None:
     exc = exc_info.value
-    assert (exc.status_code, exc.code, exc.message, exc.details) == (
+    assert (http_status_of(exc.code), exc.code, exc.message, exc.details) == (
         404,
         "not_found",
         "Not found.",

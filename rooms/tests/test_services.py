@@ -9,6 +9,7 @@ import pytest
 from django.db import connection
 
 from llm.models import ModelConfig
+from pantheon.api.exceptions import http_status_of
 from pantheon.errors import ApplicationError
 from rooms.models import Agent
 from rooms.services import agent_create, agent_delete, agent_update, room_create, room_update
@@ -17,7 +18,7 @@ from testing.factories import DEFAULT_MODEL, make_agent, make_room
 
 def _field_error(exc_info: pytest.ExceptionInfo[ApplicationError]) -> list[str]:
     exc = exc_info.value
-    assert (exc.status_code, exc.code) == (400, "validation_error")
+    assert (http_status_of(exc.code), exc.code) == (400, "validation_error")
     return list(exc.details)
 
 

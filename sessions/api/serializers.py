@@ -1,11 +1,19 @@
-"""Request and response bodies for sessions (the turn endpoints have their own)."""
+"""Request and response bodies of the sessions API: sessions, turns, messages, summaries."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from pantheon.api.serializers import StrictCharField, StrictInputSerializer
-from sessions.models import Session
+from pantheon.api.schema import optional_property
+from pantheon.api.serializers import StrictCharField, StrictInputSerializer, StrictListField
+from pantheon.credits import format_credits
+from rooms.models import TurnMode
+from sessions.models import Message, MessageRole, Session, SessionSummary, Turn
 
 TITLE_MAX = 200
 
@@ -28,3 +36,198 @@ class SessionCreateSerializer(StrictInputSerializer):
 
 class SessionUpdateSerializer(SessionCreateSerializer):
     pass
+
+
+class TurnCreateSerializer(StrictInputSerializer):
+    """`POST sessions/{session_id}/turns`: `input` (at most `TURN_INPUT_MAX_CHARS`), `mode`,
+    `agent_ids`."""
+
+    mode = serializers.ChoiceField(choices=TurnMode.choices, required=False)
+    agent_ids = StrictListField(
+        child=serializers.UUIDField(), required=False, allow_empty=False, max_length=50
+    )
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # `TURN_INPUT_MAX_CHARS` is a setting, so the field is built per request; its length is
+        # checked before the input is looked at any further.
+        input_field = StrictCharField(
+            max_length=settings.TURN_INPUT_MAX_CHARS, trim_whitespace=False
+        )
+        return {"input": input_field, **super().get_fields()}
+
+
+class AgentRefSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    handle = serializers.CharField()
+    name = serializers.CharField()
+
+
+class MessageErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    agent = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField()
+    turn_index = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Message
+        fields = ("id", "role", "agent", "content", "status", "error", "turn_index", "created_at")
+        read_only_fields = fields
+
+    @extend_schema_field(AgentRefSerializer(allow_null=True))
+    def get_agent(self, obj: Message) -> dict[str, Any] | None:
+        if obj.role != MessageRole.ASSISTANT or obj.agent is None:
+            return None
+        return {"id": obj.agent.id, "handle": obj.agent.handle, "name": obj.agent.name}
+
+    @extend_schema_field(MessageErrorSerializer(allow_null=True))
+    def get_error(self, obj: Message) -> dict[str, str] | None:
+        if not obj.error_code:
+            return None
+        return {"code": obj.error_code, "message": obj.error_message or obj.error_code}
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_turn_index(self, obj: Message) -> int | None:
+        return getattr(obj, "turn_index_value", None) or (obj.turn.turn_index if obj.turn else None)
+
+
+class TurnMessageSerializer(MessageSerializer):
+    class Meta(MessageSerializer.Meta):
+        fields = ("id", "role", "agent", "content", "status", "error", "created_at")
+        read_only_fields = fields
+
+
+class RoutingSerializer(serializers.Serializer):
+    selected = serializers.ListField(child=serializers.CharField())
+    reason = serializers.CharField(allow_blank=True)
+    fallback_used = serializers.BooleanField()
+    fallback_reason = serializers.CharField(allow_null=True)
+
+
+class ContextEntrySerializer(serializers.Serializer):
+    agent = serializers.CharField(allow_null=True)
+    purpose = serializers.CharField()
+    actions = serializers.ListField(child=serializers.CharField())
+    estimated_tokens = serializers.IntegerField()
+    input_budget = serializers.IntegerField()
+
+
+class TurnUsageSerializer(serializers.Serializer):
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    oe_tokens = serializers.CharField()
+    credits_burned = serializers.CharField()
+
+
+class TurnSerializer(serializers.ModelSerializer):
+    """A turn with its messages, routing (orchestrator turns only), context actions and usage:
+    the answer of running a turn, and what reading it returns."""
+
+    session_id = serializers.UUIDField()
+    messages = serializers.SerializerMethodField()
+    routing = serializers.SerializerMethodField()
+    context = serializers.SerializerMethodField()
+    usage = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Turn
+        fields = (
+            "id",
+            "session_id",
+            "turn_index",
+            "mode",
+            "status",
+            "user_input",
+            "assistant_output",
+            "messages",
+            "routing",
+            "context",
+            "usage",
+            "created_at",
+            "completed_at",
+        )
+        read_only_fields = fields
+
+    @extend_schema_field(TurnMessageSerializer(many=True))
+    def get_messages(self, obj: Turn) -> list[dict[str, Any]]:
+        return TurnMessageSerializer(obj.messages.all(), many=True).data
+
+    @extend_schema_field(RoutingSerializer)
+    def get_routing(self, obj: Turn) -> dict[str, Any] | None:
+        if obj.mode != TurnMode.ORCHESTRATOR:
+            return None
+        return {
+            "selected": obj.routing_selected or [],
+            "reason": obj.routing_reason,
+            "fallback_used": obj.fallback_used,
+            "fallback_reason": obj.fallback_reason or None,
+        }
+
+    @extend_schema_field(ContextEntrySerializer(many=True))
+    def get_context(self, obj: Turn) -> list[dict[str, Any]]:
+        return [
+            {
+                "agent": audit.agent.handle if audit.agent else None,
+                "purpose": audit.purpose,
+                "actions": audit.actions,
+                "estimated_tokens": audit.estimated_tokens_final,
+                "input_budget": audit.input_budget,
+            }
+            for audit in obj.context_audits.all()
+        ]
+
+    @extend_schema_field(TurnUsageSerializer)
+    def get_usage(self, obj: Turn) -> dict[str, Any]:
+        totals = getattr(obj, "usage_totals", None) or {}
+        oe: Decimal | None = totals.get("oe_tokens")
+        return {
+            "input_tokens": totals.get("input_tokens") or 0,
+            "output_tokens": totals.get("output_tokens") or 0,
+            "oe_tokens": str(oe) if oe is not None else "0",
+            "credits_burned": format_credits(totals.get("credits_burned") or 0),
+        }
+
+    def to_representation(self, instance: Turn) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        if data.get("routing") is None:
+            data.pop("routing", None)
+        return data
+
+
+class SummaryItemSerializer(serializers.Serializer):
+    text = serializers.CharField()
+    turns = serializers.ListField(child=serializers.IntegerField())
+
+
+class SessionSummarySerializer(serializers.ModelSerializer):
+    session_id = serializers.UUIDField()
+    key_facts = SummaryItemSerializer(many=True)
+    decisions = SummaryItemSerializer(many=True)
+    open_questions = SummaryItemSerializer(many=True)
+    action_items = SummaryItemSerializer(many=True)
+
+    class Meta:
+        model = SessionSummary
+        fields = (
+            "id",
+            "session_id",
+            "status",
+            "last_turn_covered",
+            "summary_text",
+            "key_facts",
+            "decisions",
+            "open_questions",
+            "action_items",
+            "model",
+            "error_code",
+            "created_at",
+            "updated_at",
+            "completed_at",
+        )
+        read_only_fields = fields
+
+
+optional_property("Turn", "routing")

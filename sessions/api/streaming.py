@@ -37,11 +37,12 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from pantheon.api.exceptions import error_body
 from pantheon.api.presence import ClientPresence
 from pantheon.api.schema import PantheonAutoSchema
+from pantheon.credits import format_credits
 from rooms.models import Agent
-from sessions.api.turn_serializers import TurnSerializer
+from sessions.api.serializers import TurnSerializer
 from sessions.models import Message, MessageStatus, Turn
 from sessions.services.turns import AdmittedTurn, turn_execute
-from usage.selectors import events_for_user, format_credits
+from usage.selectors import events_for_user
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ class TurnStreamObserver:
         """What the call consumed and burned; None when no call was made (budget, credits)."""
         if event_id is None:
             return None
-        event = events_for_user(self._admitted.state.user).filter(pk=event_id).first()
+        event = events_for_user(self._admitted.open.user).filter(pk=event_id).first()
         if event is None:
             return None
         return {

@@ -1,12 +1,13 @@
 from django.urls import path
 
-from sessions.api.turn_views import (
+from sessions.api.views import (
     MessageListView,
+    SessionDetailView,
+    SessionListCreateView,
     SessionSummaryView,
     TurnDetailView,
     TurnListCreateView,
 )
-from sessions.api.views import SessionDetailView, SessionListCreateView
 
 urlpatterns = [
     path(

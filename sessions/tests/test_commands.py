@@ -8,8 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from sessions.models import Message, SessionSummary, Turn
-from sessions.tests.test_summaries import GOOD_SUMMARY, SUMMARY_MODEL
-from sessions.tests.test_turns_api import _setup
+from sessions.tests.builders import GOOD_SUMMARY, SUMMARY_MODEL, single_agent
 from testing.stub_llm import StubReply
 from usage.models import LedgerEntry, LlmCallEvent
 
@@ -17,7 +16,8 @@ pytestmark = pytest.mark.postgres
 
 
 def _unmetered_turn(s) -> Turn:  # type: ignore[no-untyped-def]
-    """A turn as the prototype left them: replies stored, no llm_call_events (F38)."""
+    """A turn as an earlier prototype left them, before its calls were metered: replies stored,
+    no llm_call_events."""
     s.session.refresh_from_db()
     s.session.turn_counter += 1
     s.session.save(update_fields=["turn_counter"])
@@ -43,7 +43,7 @@ def _unmetered_turn(s) -> Turn:  # type: ignore[no-untyped-def]
 
 
 def test_backfill_usage_meters_unmetered_turns_once(db, llm_stub) -> None:  # type: ignore[no-untyped-def]
-    s = _setup()
+    s = single_agent()
     assert s.post("a metered turn").status_code == 201
     bare = [_unmetered_turn(s), _unmetered_turn(s)]
     metered_before = LlmCallEvent.objects.count()
@@ -69,7 +69,7 @@ def test_backfill_usage_meters_unmetered_turns_once(db, llm_stub) -> None:  # ty
 
 
 def test_summarize_pending_runs_them_inline(db, llm_stub) -> None:  # type: ignore[no-untyped-def]
-    s = _setup(model_id="openai/gpt-4o")
+    s = single_agent(model_id="openai/gpt-4o")
     for i in range(3):
         assert s.post(f"question {i}").status_code == 201
     summary = SessionSummary.objects.create(

@@ -1,4 +1,5 @@
-"""REST API for sessions (`rooms/{room_id}/sessions…`), through HTTP: the contract in api.md."""
+"""REST API for sessions (`rooms/{room_id}/sessions…`), through HTTP: the published API contract
+(statuses, bodies, error codes)."""
 
 from __future__ import annotations
 

@@ -10,9 +10,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from accounts.api.serializers import CreditsSerializer
+from pantheon.api.serializers import CreditsSerializer
+from pantheon.credits import format_credits
 from usage.models import LedgerEntry, LlmCallEvent
-from usage.selectors import format_credits, format_usd
+from usage.selectors import format_usd
 
 USAGE_DEFAULT_DAYS = 30
 USAGE_MAX_DAYS = 366

@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
-from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from pantheon.api.views import PaginatedAPIView
 from usage import selectors
 from usage.api.serializers import (
     LedgerEntrySerializer,
@@ -20,7 +17,6 @@ from usage.api.serializers import (
     UsageSummarySerializer,
 )
 from usage.filtersets import LlmCallEventFilter
-from usage.models import LedgerEntry, LlmCallEvent
 
 
 class UsageSummaryView(APIView):
@@ -40,41 +36,29 @@ class UsageSummaryView(APIView):
         return Response(UsageSummarySerializer(summary).data)
 
 
-class LlmCallEventListView(ListAPIView):
+class LlmCallEventListView(PaginatedAPIView):
     """`GET usage/events`: the caller's LLM call events, newest first."""
 
-    serializer_class = LlmCallEventSerializer
     filterset_class = LlmCallEventFilter
-
-    def get_queryset(self) -> QuerySet[Any]:
-        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
-            return LlmCallEvent.objects.none()
-        return selectors.events_for_user(self.request.user)
 
     @extend_schema(
         operation_id="usage_events_list",
         tags=["usage"],
         summary="Your LLM call events",
+        responses=LlmCallEventSerializer(many=True),
     )
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
+    def get(self, request: Request) -> Response:
+        return self.paginated(selectors.events_for_user(request.user), LlmCallEventSerializer)
 
 
-class LedgerEntryListView(ListAPIView):
+class LedgerEntryListView(PaginatedAPIView):
     """`GET usage/ledger`: the caller's credit ledger, newest first."""
-
-    serializer_class = LedgerEntrySerializer
-    filter_backends = ()
-
-    def get_queryset(self) -> QuerySet[Any]:
-        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
-            return LedgerEntry.objects.none()
-        return selectors.ledger_for_user(self.request.user)
 
     @extend_schema(
         operation_id="usage_ledger_list",
         tags=["usage"],
         summary="Your credit ledger",
+        responses=LedgerEntrySerializer(many=True),
     )
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
+    def get(self, request: Request) -> Response:
+        return self.paginated(selectors.ledger_for_user(request.user), LedgerEntrySerializer)

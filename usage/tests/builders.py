@@ -1,4 +1,5 @@
-"""Test builders for usage: funded users and recorded calls, made through the real services."""
+"""Test builders for usage: funded users, reservations and recorded calls, made through the real
+services."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from usage.models import LlmCallEvent
-from usage.services import call_event_record, credits_grant
+from usage.models import CreditAccount, LlmCallEvent, Reservation
+from usage.services import CallRecord, call_event_record, credits_grant, credits_reserve
 
 _seq = itertools.count(1)
 
@@ -28,17 +29,37 @@ WORKED_EXAMPLE_USAGE = {
 }
 WORKED_EXAMPLE_MICRO = 3_090_000
 
+# What `reserve` holds by default. Sonnet 4, 1,000 input / 500 output tokens:
+# 1,000 x 1.1 x $3.75 + 500 x $15 = 4,125 + 7,500 = 11,625 / 1M USD = 1.1625 credits
+SONNET_1000_500 = 1_162_500
+
 
 def grant(user: Any, micro: int) -> None:
     credits_grant(user=user, amount_micro=micro, idempotency_key=f"test-grant:{next(_seq)}")
 
 
-def record(user: Any, **overrides: Any) -> LlmCallEvent:
-    """Record one call (by default: the worked example on Sonnet 4, status ok, no
-    reservation)."""
+def account_of(user: Any) -> CreditAccount:
+    return CreditAccount.objects.get(user=user)
+
+
+def reserve(user: Any, **overrides: Any) -> Reservation:
+    """Reserve for one call (by default: Sonnet 4, 1,000 input / 500 output tokens, an agent
+    reply); `overrides` are `credits_reserve` arguments."""
     fields: dict[str, Any] = {
         "user": user,
-        "reservation": None,
+        "model_id": SONNET,
+        "estimated_input_tokens": 1_000,
+        "output_reserve": 500,
+        "purpose": "agent_reply",
+    }
+    fields.update(overrides)
+    return credits_reserve(**fields)
+
+
+def record(user: Any, *, reservation: Reservation | None = None, **overrides: Any) -> LlmCallEvent:
+    """Record one call (by default: the worked example on Sonnet 4, status ok, no
+    reservation); `overrides` are `CallRecord` fields."""
+    fields: dict[str, Any] = {
         "purpose": "agent_reply",
         "provider": "openrouter",
         "model_id": SONNET,
@@ -52,4 +73,4 @@ def record(user: Any, **overrides: Any) -> LlmCallEvent:
         "idempotency_key": f"test-call:{next(_seq)}",
     }
     fields.update(overrides)
-    return call_event_record(**fields)
+    return call_event_record(user=user, reservation=reservation, call=CallRecord(**fields))

@@ -15,9 +15,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from pantheon.credits import format_credits
 from testing.factories import make_user
 from usage.models import CreditAccount, LedgerEntry
-from usage.selectors import format_credits
 from usage.services import credits_reserve
 from usage.tests.builders import MINI, SONNET, grant, record
 

@@ -15,9 +15,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from pantheon.credits import format_credits
 from testing.factories import make_user
 from usage.models import LlmCallEvent
-from usage.selectors import format_credits, percentile_cont
+from usage.selectors import percentile_cont
 from usage.tests.builders import MINI, SONNET, grant, record
 
 pytestmark = pytest.mark.django_db

@@ -1,4 +1,4 @@
-"""Reads: credit formatting, prices in force, and the v1 price list."""
+"""Reads: USD formatting, prices in force, and the v1 price list (usage.selectors.prices)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,13 @@ import pytest
 from django.apps import apps
 
 from usage.models import ModelPrice, PricingVersion
-from usage.selectors import current_prices, format_credits, format_usd, pricing_version_in_force
+from usage.selectors import current_prices, format_usd, pricing_version_in_force
 
 
 def catalog_ids() -> set[str]:
     """The model catalog as the llm app's data migration loaded it (read through the app
     registry: usage does not import llm)."""
     return set(apps.get_model("llm", "ModelConfig").objects.values_list("id", flat=True))
-
-
-@pytest.mark.parametrize(
-    ("micro", "text"),
-    [
-        (3_090_000, "3.090000"),
-        (0, "0.000000"),
-        (1, "0.000001"),
-        (-3_090_000, "-3.090000"),
-        (123_456_789_012, "123456.789012"),
-    ],
-)
-def test_format_credits(micro: int, text: str) -> None:
-    assert format_credits(micro) == text
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ from django.core.management.base import BaseCommand
 
 from sessions.services.summaries import (
     SummaryRetryable,
-    summary_backfill_candidates,
+    summary_backfill_batches,
     summary_backfill_prepare,
+    summary_enqueue,
     summary_generate,
 )
-from sessions.tasks import summary_enqueue
 
 
 class Command(BaseCommand):
@@ -27,13 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("--enqueue", action="store_true", help="hand them to the worker")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        after = None
         scanned = found = done = 0
-        while True:
-            items, after = summary_backfill_candidates(after_id=after, limit=options["batch_size"])
-            if after is None:
-                break
-            scanned += options["batch_size"]
+        for items, sessions in summary_backfill_batches(batch_size=options["batch_size"]):
+            scanned += sessions
             for item in items:
                 found += 1
                 label = f"session {item.session_id} ({item.reason}, turns 1-{item.cover_to})"
@@ -53,6 +49,6 @@ class Command(BaseCommand):
                     status = f"left pending ({exc})"
                 done += 1
                 self.stdout.write(f"  {label}: {status}")
-            self.stdout.write(f"scanned up to {after}: {found} found, {done} done")
+            self.stdout.write(f"scanned {scanned} sessions: {found} found, {done} done")
         verb = "would summarize" if options["dry_run"] else "summarized"
         self.stdout.write(f"backfill complete: {verb} {found if options['dry_run'] else done}")

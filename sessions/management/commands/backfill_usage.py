@@ -1,5 +1,6 @@
 """Write the missing call events and burns for turns that have replies but no metered calls
-(data from before metering was wired, handoff defect F38).
+(turns from before every provider call was metered: their replies were stored, but no call
+event or credit burn was written).
 
 Walks turns by primary key in batches (never OFFSET), prints progress, changes nothing with
 --dry-run, and is idempotent: each event's idempotency key is derived from its message."""
@@ -12,9 +13,10 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from llm import tokenizer
+from pantheon.db import pk_batches
 from sessions.models import Message, MessageRole, MessageStatus, Turn
 from usage.models import LlmCallEvent
-from usage.services import call_event_record
+from usage.services import CallRecord, call_event_record
 
 
 class Command(BaseCommand):
@@ -26,16 +28,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         size = options["batch_size"]
-        last_id = None
         scanned = written = 0
-        while True:
-            turns = Turn.objects.order_by("id").select_related("session__room")
-            if last_id is not None:
-                turns = turns.filter(id__gt=last_id)
-            batch = list(turns[:size])
-            if not batch:
-                break
-            last_id = batch[-1].id
+        turns = Turn.objects.select_related("session__room")
+        for batch in pk_batches(turns, batch_size=size):
             scanned += len(batch)
             metered = set(
                 LlmCallEvent.objects.filter(turn_id__in=[t.id for t in batch]).values_list(
@@ -61,25 +56,24 @@ class Command(BaseCommand):
 
     def _meter(self, turn: Turn, message: Message) -> None:
         session = turn.session
+        call = CallRecord(
+            purpose="agent_reply",
+            provider="backfill",
+            model_id=message.agent.model_id if message.agent else "unknown",
+            status="ok",
+            started_at=message.created_at,
+            created_at=message.created_at,
+            latency_ms=0,
+            time_to_first_token_ms=None,
+            prompt_tokens=tokenizer.count_tokens(turn.user_input),
+            completion_tokens=tokenizer.count_tokens(message.content),
+            usage_source="estimated",
+            generation_id=None,
+            idempotency_key=f"backfill:{message.id}",
+            room_id=session.room_id,
+            session_id=session.id,
+            turn_id=turn.id,
+            agent_id=message.agent_id,
+        )
         with transaction.atomic():
-            call_event_record(
-                user=session.room.owner,
-                reservation=None,
-                purpose="agent_reply",
-                provider="backfill",
-                model_id=message.agent.model_id if message.agent else "unknown",
-                status="ok",
-                started_at=message.created_at,
-                created_at=message.created_at,
-                latency_ms=0,
-                time_to_first_token_ms=None,
-                prompt_tokens=tokenizer.count_tokens(turn.user_input),
-                completion_tokens=tokenizer.count_tokens(message.content),
-                usage_source="estimated",
-                generation_id=None,
-                idempotency_key=f"backfill:{message.id}",
-                room_id=session.room_id,
-                session_id=session.id,
-                turn_id=turn.id,
-                agent_id=message.agent_id,
-            )
+            call_event_record(user=session.room.owner, reservation=None, call=call)

@@ -6,8 +6,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from sessions.services.summaries import SummaryRetryable, summaries_due, summary_generate
-from sessions.tasks import summary_enqueue
+from sessions.services.summaries import (
+    SummaryRetryable,
+    summaries_due,
+    summary_enqueue,
+    summary_generate,
+)
 
 
 class Command(BaseCommand):

@@ -13,9 +13,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import User
+from pantheon.credits import MICRO_PER_CREDIT, format_credits
 from pantheon.errors import ApplicationError
-from usage.metering import MICRO_PER_CREDIT
-from usage.selectors import credits_for_user, format_credits
+from usage.selectors import credits_for_user
 from usage.services import credits_grant
 
 

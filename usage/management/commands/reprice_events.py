@@ -11,9 +11,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_date
 
+from pantheon.credits import format_credits
 from pantheon.errors import ApplicationError
 from usage.models import PricingVersion
-from usage.selectors import day_end, day_start, format_credits
+from usage.selectors import day_end, day_start
 from usage.services import events_reprice
 
 

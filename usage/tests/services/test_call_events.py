@@ -1,4 +1,5 @@
-"""Recording LLM calls: pricing, the burn, settlement, idempotency (usage.services)."""
+"""Recording LLM calls: pricing, the burn, settlement, idempotency
+(usage.services.call_events)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,21 @@ from django.utils import timezone
 from testing.factories import make_user
 from usage.models import CreditAccount, LedgerEntry, LlmCallEvent, PricingVersion
 from usage.selectors import credits_for_user, current_prices
-from usage.services import credits_reserve, pricing_version_publish
-from usage.tests.builders import MINI, SONNET, WORKED_EXAMPLE_MICRO, grant, record
+from usage.services import (
+    InsufficientCredits,
+    credits_reserve,
+    pricing_version_publish,
+    reservation_release,
+)
+from usage.tests.builders import (
+    MINI,
+    SONNET,
+    WORKED_EXAMPLE_MICRO,
+    account_of,
+    grant,
+    record,
+    reserve,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -220,6 +234,25 @@ def test_a_reservation_of_another_user_is_refused(funded_user) -> None:  # type:
     assert not LlmCallEvent.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"purpose": "shopping"},
+        {"status": "fine"},
+        {"usage_source": "guessed"},
+        {"idempotency_key": ""},
+    ],
+)
+def test_a_call_with_an_unknown_purpose_status_or_source_or_no_key_is_refused(
+    funded_user,  # type: ignore[no-untyped-def]
+    wrong,  # type: ignore[no-untyped-def]
+) -> None:
+    with pytest.raises(ValueError):
+        record(funded_user, **wrong)
+    assert not LlmCallEvent.objects.exists()
+    assert balance_of(funded_user) == 100_000_000
+
+
 def test_the_event_burn_and_settlement_roll_back_with_the_callers_transaction(
     funded_user,  # type: ignore[no-untyped-def]
 ) -> None:
@@ -242,6 +275,61 @@ def test_the_event_burn_and_settlement_roll_back_with_the_callers_transaction(
     assert reservation.status == "active"
     assert not LlmCallEvent.objects.exists()
     assert balance_of(funded_user) == 100_000_000
+
+
+def test_settle_gives_back_the_reservation_and_burns_the_actual_cost(funded_user) -> None:  # type: ignore[no-untyped-def]
+    reservation = reserve(funded_user, estimated_input_tokens=12_000, output_reserve=1_000)
+
+    event = record(funded_user, reservation=reservation)
+
+    reservation.refresh_from_db()
+    assert reservation.status == "settled"
+    assert reservation.closed_at is not None
+    assert reservation.event_id == event.id
+    assert event.credits_burned == 3_090_000
+    assert credits_for_user(funded_user) == {
+        "balance": "96.910000",
+        "reserved": "0.000000",
+        "available": "96.910000",
+    }
+
+
+def test_overspend_beyond_the_reservation_burns_the_actual_cost(user) -> None:  # type: ignore[no-untyped-def]
+    # Reserve for 10 input / 10 output tokens; the call then uses the worked example's usage.
+    grant(user, 20_000)
+    reservation = reserve(user, estimated_input_tokens=10, output_reserve=10)
+    assert reservation.amount_micro == 19_125  # 10 x 1.1 x $3.75 + 10 x $15 = 191.25 / 1M USD
+
+    event = record(user, reservation=reservation)
+
+    account = account_of(user)
+    assert event.credits_burned == 3_090_000
+    assert account.reserved_micro == 0
+    # The balance dips below zero by exactly the excess over what was available.
+    assert account.balance_micro == 20_000 - 3_090_000
+    burn = LedgerEntry.objects.get(event=event)
+    assert burn.kind == "burn"
+    assert burn.amount_micro == -3_090_000
+    assert burn.balance_after_micro == account.balance_micro
+
+
+def test_a_second_reservation_is_refused_after_an_overspend(user) -> None:  # type: ignore[no-untyped-def]
+    grant(user, 20_000)
+    record(user, reservation=reserve(user, estimated_input_tokens=10, output_reserve=10))
+    with pytest.raises(InsufficientCredits):
+        reserve(user, estimated_input_tokens=0, output_reserve=1)
+
+
+def test_settling_a_released_reservation_does_not_unreserve_twice(funded_user) -> None:  # type: ignore[no-untyped-def]
+    kept = reserve(funded_user)
+    released = reserve(funded_user)
+    reservation_release(reservation=released)
+
+    record(funded_user, reservation=released)
+
+    assert account_of(funded_user).reserved_micro == kept.amount_micro
+    released.refresh_from_db()
+    assert released.status == "released"
 
 
 def test_created_at_can_be_given_for_a_backfill(funded_user) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,19 @@
+"""Staff admin for sessions, turns, messages, summaries and context audits.
+
+Navigation follows the data: a room lists its sessions (and agents), a session its turns (newest
+first) and summaries, a turn its messages in order, its routing decision, its context audits, its
+call events and its credits; every row links to its neighbours and to its owner. Turns, messages,
+summaries and audits are records the pipeline writes: read-only here.
+
+Speed: every changelist loads related rows with the page (`list_select_related`, annotations) and
+every change page reads each related list in one query, so the number of queries does not grow
+with the rows shown. Call events live in `usage` and name turns by a plain UUID column: a turn's
+events are one query on `turn_id`.
+
+One module per admin page; importing them here registers them (admin autodiscovery imports
+`sessions.admin`).
+"""
+
+from sessions.admin import audits, messages, room_sessions, sessions, summaries, turns
+
+__all__ = ["audits", "messages", "room_sessions", "sessions", "summaries", "turns"]

@@ -1,0 +1,163 @@
+"""The turns admin: each turn with its messages in order, its routing decision, its context
+audits, its call events and the credits they burned."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.safestring import SafeString
+
+from pantheon.admin import ReadOnlyAdmin, ReadOnlyInline, admin_link, change_link, related_table
+from pantheon.credits import format_credits
+from sessions import selectors
+from sessions.models import Message, Turn, TurnContextAudit
+from usage.models import LlmCallEvent
+
+
+class MessageInline(ReadOnlyInline):
+    """A turn's messages in order: the user's input (0), then each speaker's reply."""
+
+    model = Message
+    fk_name = "turn"
+    fields = ("sequence", "role", "agent", "status", "error_code", "error_message", "content")
+    readonly_fields = fields
+    ordering = ("sequence",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
+        return super().get_queryset(request).select_related("agent")
+
+
+class TurnContextAuditInline(ReadOnlyInline):
+    """What the context guardrail did for each call of the turn."""
+
+    model = TurnContextAudit
+    fk_name = "turn"
+    fields = (
+        "agent",
+        "purpose",
+        "model",
+        "input_budget",
+        "estimated_tokens_final",
+        "provider_prompt_tokens",
+        "actions",
+        "outcome",
+    )
+    readonly_fields = fields
+    ordering = ("created_at",)
+    verbose_name_plural = "context audits"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TurnContextAudit]:
+        return super().get_queryset(request).select_related("agent")
+
+
+@admin.register(Turn)
+class TurnAdmin(ReadOnlyAdmin):
+    list_display = (
+        "__str__",
+        "session_link",
+        "room_link",
+        "owner_link",
+        "mode",
+        "status",
+        "error_code",
+        "credits",
+        "created_at",
+    )
+    list_select_related = ("session__room__owner",)
+    list_filter = ("status", "mode", "fallback_used")
+    search_fields = ("=id", "=session__id", "session__title", "session__room__owner__email")
+    raw_id_fields = ("session",)
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    inlines = (MessageInline, TurnContextAuditInline)
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "id",
+                    "session_link",
+                    "room_link",
+                    "owner_link",
+                    "turn_index",
+                    "mode",
+                    "status",
+                    "error_code",
+                    "created_at",
+                    "completed_at",
+                )
+            },
+        ),
+        ("Input and output", {"fields": ("user_input", "assistant_output")}),
+        (
+            "Routing decision",
+            {
+                "fields": (
+                    "routing_selected",
+                    "routing_reason",
+                    "fallback_used",
+                    "fallback_reason",
+                )
+            },
+        ),
+        ("Calls and credits", {"fields": ("credits", "call_events")}),
+    )
+    readonly_fields = ("session_link", "room_link", "owner_link", "credits", "call_events")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Turn]:
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("session__room__owner")
+            .annotate(_credits=selectors.turn_credits())
+        )
+
+    @admin.display(description="session", ordering="session__title")
+    def session_link(self, turn: Turn) -> str:
+        return admin_link(turn.session)
+
+    @admin.display(description="room")
+    def room_link(self, turn: Turn) -> str:
+        return admin_link(turn.session.room)
+
+    @admin.display(description="owner", ordering="session__room__owner__email")
+    def owner_link(self, turn: Turn) -> str:
+        return admin_link(turn.session.room.owner)
+
+    @admin.display(description="credits", ordering="_credits")
+    def credits(self, turn: Turn) -> str:
+        return format_credits(turn._credits)  # type: ignore[attr-defined]
+
+    @admin.display(description="call events")
+    def call_events(self, turn: Turn) -> SafeString:
+        events = LlmCallEvent.objects.filter(turn_id=turn.pk).order_by("created_at", "id")
+        rows = [
+            (
+                change_link("usage_llmcallevent", e.pk, e.purpose),
+                e.model,
+                e.status,
+                e.error_code,
+                e.latency_ms,
+                e.input_tokens,
+                e.output_tokens,
+                e.oe_tokens,
+                format_credits(e.credits_burned),
+            )
+            for e in events
+        ]
+        return related_table(
+            (
+                "call",
+                "model",
+                "status",
+                "error",
+                "latency ms",
+                "input tokens",
+                "output tokens",
+                "OE tokens",
+                "credits",
+            ),
+            rows,
+            "No calls.",
+        )

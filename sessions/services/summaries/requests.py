@@ -1,0 +1,152 @@
+"""Asking for summaries: the `pending` row written in a turn's transaction (so a sweep always
+finds it), handing it to the worker once that transaction has committed, the periodic sweep's
+list of summaries due, and the backfill of sessions whose summary is missing or failed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from uuid import UUID
+
+from celery import current_app
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from pantheon.db import pk_batches
+from sessions.models import Session, SessionSummary, SummaryStatus, Turn
+from sessions.services.summaries.generation import (
+    SummaryRetryable,
+    claim_lease,
+    summary_generate,
+)
+from sessions.services.summaries.schema import LIST_FIELDS
+
+logger = logging.getLogger(__name__)
+
+# Enqueued by name: services never import the tasks module (tasks call services).
+SUMMARIZE_TASK = "sessions.tasks.summarize_session"
+
+
+def summary_request(*, session: Session, turn: Turn, cover_to: int) -> SessionSummary | None:
+    """Write the pending summary row of turns 1..`cover_to` (in the caller's transaction).
+    None when one is already pending: at most one is, per session."""
+    try:
+        with transaction.atomic():
+            return SessionSummary.objects.create(
+                session=session,
+                last_turn_covered=cover_to,
+                status=SummaryStatus.PENDING,
+                model=settings.SUMMARY_MODEL,
+                requested_by_turn=turn,
+            )
+    except IntegrityError:
+        return None
+
+
+def summary_enqueue(summary_id: UUID) -> bool:
+    """Hand a summary to the worker. With `CELERY_TASK_ALWAYS_EAGER` (no worker) it is
+    generated here and now. Never raises: with the broker down the row stays pending and the
+    sweep (or `manage.py summarize_pending`) picks it up later."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return _generate_here(summary_id)
+    try:
+        current_app.send_task(SUMMARIZE_TASK, args=[str(summary_id)], retry=False)
+        return True
+    except Exception:  # any broker failure: the pending row is the durable record
+        logger.warning("could not enqueue summary %s; the sweep will retry", summary_id)
+        return False
+
+
+def _generate_here(summary_id: UUID) -> bool:
+    try:
+        summary_generate(summary_id=summary_id)
+    except SummaryRetryable:
+        logger.info("summary %s is pending again; the sweep will retry it", summary_id)
+    except Exception:  # the request that asked for it has succeeded; the sweep retries
+        logger.exception("summary %s failed in-process", summary_id)
+    return True
+
+
+def summaries_due(*, older_than_seconds: int = 30) -> list[UUID]:
+    """Pending summaries to (re-)enqueue, and running ones whose worker died."""
+    now = timezone.now()
+    pending = SessionSummary.objects.filter(
+        status=SummaryStatus.PENDING, updated_at__lt=now - timedelta(seconds=older_than_seconds)
+    )
+    abandoned = SessionSummary.objects.filter(
+        status=SummaryStatus.RUNNING,
+        updated_at__lt=now - claim_lease(),
+    )
+    return list(pending.values_list("id", flat=True)) + list(abandoned.values_list("id", flat=True))
+
+
+@dataclass(frozen=True)
+class BackfillItem:
+    session_id: UUID
+    reason: str  # missing | failed | unstructured
+    cover_to: int
+
+
+def summary_backfill_batches(*, batch_size: int) -> Iterator[tuple[list[BackfillItem], int]]:
+    """Alive sessions walked by primary key in batches (never OFFSET): for each batch, the
+    sessions whose summary is missing, failed or unstructured, with the turn it should cover,
+    and how many sessions the batch held."""
+    sessions = Session.objects.filter(deleted_at__isnull=True).only("id", "turn_counter")
+    for batch in pk_batches(sessions, batch_size=batch_size):
+        yield _backfill_items([(s.id, s.turn_counter) for s in batch]), len(batch)
+
+
+def _backfill_items(batch: list[tuple[UUID, int]]) -> list[BackfillItem]:
+    keep = settings.CONTEXT_RECENT_TURNS_TO_KEEP
+    latest: dict[UUID, SessionSummary] = {}
+    for summary in SessionSummary.objects.filter(session_id__in=[b[0] for b in batch]).order_by(
+        "session_id", "-last_turn_covered"
+    ):
+        latest.setdefault(summary.session_id, summary)
+    items = []
+    for session_id, counter in batch:
+        summary = latest.get(session_id)
+        cover_to = counter - keep
+        if summary is None:
+            if cover_to > 0:
+                items.append(BackfillItem(session_id, "missing", cover_to))
+        elif summary.status == SummaryStatus.FAILED:
+            items.append(BackfillItem(session_id, "failed", summary.last_turn_covered))
+        elif summary.status == SummaryStatus.READY and not any(
+            getattr(summary, name) for name in LIST_FIELDS
+        ):
+            items.append(BackfillItem(session_id, "unstructured", summary.last_turn_covered))
+    return items
+
+
+def summary_backfill_prepare(*, item: BackfillItem) -> UUID | None:
+    """Make the summary of one backfill item pending again (or new). None when another process
+    already did (idempotent)."""
+    with transaction.atomic():
+        session = Session.objects.select_for_update(no_key=True).get(pk=item.session_id)
+        if SessionSummary.objects.filter(
+            session=session, status__in=[SummaryStatus.PENDING, SummaryStatus.RUNNING]
+        ).exists():
+            return None
+        existing = SessionSummary.objects.filter(
+            session=session, last_turn_covered=item.cover_to
+        ).first()
+        if existing is None:
+            return SessionSummary.objects.create(
+                session=session,
+                last_turn_covered=item.cover_to,
+                status=SummaryStatus.PENDING,
+                model=settings.SUMMARY_MODEL,
+            ).id
+        if existing.status == SummaryStatus.READY and any(
+            getattr(existing, name) for name in LIST_FIELDS
+        ):
+            return None  # already done by an earlier run
+        existing.status = SummaryStatus.PENDING
+        existing.model = settings.SUMMARY_MODEL
+        existing.error_code = ""
+        existing.save(update_fields=["status", "model", "error_code", "updated_at"])
+        return existing.id
