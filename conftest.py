@@ -18,8 +18,10 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from pantheon.process_cache import clear_process_caches
 from testing import factories
 from testing.celery_worker import worker  # noqa: F401  (a real Celery worker fixture)
+from testing.clock import process_clock  # noqa: F401  (the clock the per-process caches read)
 from testing.stub_llm import llm_stub  # noqa: F401  (the stub provider fixture)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -102,6 +104,14 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
         conn.close()
         if hasattr(conn, "close_pool"):
             conn.close_pool()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches() -> None:
+    """Every test starts with empty per-process caches (prices, catalog, API keys): what an
+    earlier test loaded never answers for this one. A test that changes cached data after it
+    was read moves `process_clock` past the cache's bound, as a running server would see it."""
+    clear_process_caches()
 
 
 @pytest.fixture(autouse=True)

@@ -2,10 +2,19 @@
 
 Every failure is a 401 with `WWW-Authenticate: Bearer` (the exception handler adds the header).
 No token at all is also a 401: the permission check raises `NotAuthenticated`, and because this
-class answers `authenticate_header`, DRF keeps the 401 instead of turning it into a 403."""
+class answers `authenticate_header`, DRF keeps the 401 instead of turning it into a 403.
+
+An API key's row (its secret's SHA-256, expiry, revocation) and its user are cached per process
+by the key's public id for at most `API_KEY_CACHE_SECONDS` (default 5), so a request needs no
+query to authenticate. The presented secret is still hashed and compared in constant time on
+every request, and `expires_at` is checked against the clock on every request; a revocation, a
+new `expires_at` (a rotation's grace period), a deleted key or a deactivated user take effect
+within that bound. `last_used_at` is written at most once a minute, as before: the write updates
+the cached row too, so the requests of the next minute see that nothing is due."""
 
 from __future__ import annotations
 
+import copy
 import hmac
 import json
 import logging
@@ -29,6 +38,7 @@ from accounts.services import (
     hash_secret,
     user_get_or_create_for_subject,
 )
+from pantheon.process_cache import ProcessCache
 
 logger = logging.getLogger(__name__)
 
@@ -68,21 +78,41 @@ class BearerAuthentication(authentication.BaseAuthentication):
         return self.keyword
 
 
+def _api_key_load(public_id: str) -> ApiKey | None:
+    return ApiKey.objects.select_related("user").filter(public_id=public_id).first()
+
+
+# Unknown ids are cached too (as None): a flood of made-up ids costs one query per id and bound.
+_api_keys: ProcessCache[str, ApiKey | None] = ProcessCache(
+    load=_api_key_load, seconds_setting="API_KEY_CACHE_SECONDS"
+)
+
+
 def _authenticate_api_key(token: str) -> tuple[User, ApiKey]:
     match = _API_KEY.match(token)
     if match is None:
         raise exceptions.AuthenticationFailed(_INVALID)
     public_id, secret = match.groups()
-    api_key = ApiKey.objects.select_related("user").filter(public_id=public_id).first()
+    cached = _api_keys.get(public_id)
     # Compare in constant time, and hash even when the key is unknown so timing says nothing.
-    expected = api_key.secret_hash if api_key is not None else "0" * 64
-    if not hmac.compare_digest(hash_secret(secret), expected) or api_key is None:
+    expected = cached.secret_hash if cached is not None else "0" * 64
+    if not hmac.compare_digest(hash_secret(secret), expected) or cached is None:
         raise exceptions.AuthenticationFailed(_INVALID)
     now = timezone.now()
-    if not api_key.is_usable(now) or not api_key.user.is_active:
+    if not cached.is_usable(now) or not cached.user.is_active:
         raise exceptions.AuthenticationFailed(_INVALID)
-    api_key_touch(api_key=api_key, now=now)
-    return api_key.user, api_key
+    # On the cached row: once written, `last_used_at` tells the next requests nothing is due.
+    api_key_touch(api_key=cached, now=now)
+    return _for_this_request(cached)
+
+
+def _for_this_request(cached: ApiKey) -> tuple[User, ApiKey]:
+    """Copies of the cached key and its user: a view may change `request.user` or
+    `request.auth`, never what the next request with this key authenticates against."""
+    user = copy.copy(cached.user)
+    api_key = copy.copy(cached)
+    api_key.user = user
+    return user, api_key
 
 
 # --- Supabase JWTs ---------------------------------------------------------------------------

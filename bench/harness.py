@@ -157,6 +157,32 @@ def memory_kib(pid: int, field_name: str = "VmHWM") -> int | None:
     return None
 
 
+def process_memory(pid: int) -> dict[str, Any] | None:
+    """A process's memory in MiB from /proc/<pid>/smaps_rollup: `rss` (resident, shared pages
+    counted in full), `pss` (each shared page divided among the processes sharing it: what the
+    process costs when its siblings run too), `uss` (private pages only) and `peak_rss`
+    (VmHWM). None when the process is gone."""
+    kib: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            name, _, rest = line.partition(":")
+            kib[name] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    peak = memory_kib(pid, "VmHWM")
+
+    def mib(value: int | None) -> float | None:
+        return None if value is None else round(value / 1024, 1)
+
+    return {
+        "pid": pid,
+        "rss_mib": mib(kib.get("Rss")),
+        "pss_mib": mib(kib.get("Pss")),
+        "uss_mib": mib(kib.get("Private_Clean", 0) + kib.get("Private_Dirty", 0)),
+        "peak_rss_mib": mib(peak),
+    }
+
+
 # --- load ----------------------------------------------------------------------------------------
 
 

@@ -69,6 +69,9 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     figures["litellm_capacity_per_core"] = round(1000 / lcpu, 1) if lcpu else None
     figures["rss_peak_mib"] = _get(results, "server_rss_end", "peak_mib")
     figures["rss_after_s1_mib"] = _get(s1, "rss_after", "peak_mib")
+    figures["pss_per_worker_mib"] = {
+        count: row.get("pss_per_worker_mib") for count, row in (results.get("memory") or {}).items()
+    }
     s3 = results.get("scenarios", {}).get("3", {})
     if s3.get("available"):
         figures["first_delta_added_p50"] = _diff(
@@ -177,7 +180,17 @@ def render(results: dict[str, Any]) -> str:
         f"≤ {TARGET_RSS_MIB:.0f} MiB | "
         f"{_verdict(None if rss is None else rss <= TARGET_RSS_MIB)} |"
     )
+    pss = {count: v for count, v in h["pss_per_worker_mib"].items() if v is not None}
+    if pss:
+        lines.append(
+            "| memory per web worker, PSS with the preloaded master's share "
+            f"({' / '.join(f'{c} workers' for c in pss)}) | "
+            f"{' / '.join(_fmt(v, ' MiB') for v in pss.values())} | "
+            f"≤ {TARGET_RSS_MIB:.0f} MiB | "
+            f"{_verdict(max(pss.values()) <= TARGET_RSS_MIB)} |"
+        )
     lines.append("")
+    lines += _memory_section(results)
 
     if "1" in scenarios:
         s1 = scenarios["1"]
@@ -341,6 +354,52 @@ def render(results: dict[str, Any]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _memory_section(results: dict[str, Any]) -> list[str]:
+    """Per-process memory: the bench's server after scenario 1, and the preloaded servers of
+    the memory step (2 and 4 workers, each worker warmed by a few turns)."""
+    servers = []
+    after_s1 = _get(results, "scenarios", "1", "memory_after")
+    if after_s1:
+        servers.append(("after scenario 1", after_s1))
+    for count, row in (results.get("memory") or {}).items():
+        warm = row.get("warm_up") or {}
+        servers.append(
+            (
+                f"{count} workers, warmed ({warm.get('turns')} turns, "
+                f"statuses {warm.get('statuses')})",
+                row,
+            )
+        )
+    if not servers:
+        return []
+    lines = [
+        "## Memory per process (gunicorn --preload)",
+        "",
+        "From `/proc/<pid>/smaps_rollup`. RSS counts every resident page, shared or not; PSS "
+        "divides each shared page among the processes that share it (what a process costs "
+        "with its siblings running); USS is its private pages. *PSS per worker* = PSS of the "
+        "master and all workers / workers.",
+        "",
+        "| server | process | RSS MiB | PSS MiB | USS MiB | peak RSS MiB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, row in servers:
+        processes = [("master", row.get("master"))]
+        processes += [(f"worker {w['pid']}", w) for w in row.get("workers", [])]
+        for name, m in processes:
+            m = m or {}
+            lines.append(
+                f"| {label} | {name} | {_fmt(m.get('rss_mib'))} | {_fmt(m.get('pss_mib'))} | "
+                f"{_fmt(m.get('uss_mib'))} | {_fmt(m.get('peak_rss_mib'))} |"
+            )
+        lines.append(
+            f"| {label} | **PSS per worker** | | **{_fmt(row.get('pss_per_worker_mib'))}** "
+            f"(total {_fmt(row.get('pss_total_mib'))}) | | |"
+        )
+    lines.append("")
+    return lines
 
 
 def _per3(value: Any) -> float | None:

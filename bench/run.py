@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,17 @@ RESULTS = ROOT / "bench" / "results"
 VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = str(VENV_BIN / "python")
 PG_URL = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
-DB_NAME = "pantheon_bench"
+DB_NAME = os.environ.get("BENCH_DATABASE", "pantheon_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
 MODEL = "openai/gpt-4o-mini"
 # Throttles are not what is measured: set far above the bench's rate (they still run).
 THROTTLE = "1000000/min"
 TIME_CAP_S = 45.0
+# The memory step: servers with these worker counts, each worker warmed by turns until it has
+# spent this much CPU on them (a few turns; at most the cap per worker).
+MEMORY_WORKER_COUNTS = (2, 4)
+WARM_CPU_S = 0.3
+WARM_TURNS_PER_WORKER = 25
 
 TURN_INPUT = "@ada which market should go first, and what do we measure in week one?"
 TABLE_INPUT = "Which market should go first, and what do we measure in week one?"
@@ -111,16 +117,17 @@ def start_stub(workdir: Path) -> tuple[harness.Service, str]:
 
 
 def start_gunicorn(
-    env: dict[str, str], workdir: Path, *, workers: int
+    env: dict[str, str], workdir: Path, *, workers: int, name: str = "gunicorn"
 ) -> tuple[harness.Service, str, list[int]]:
-    """Pantheon as in production (gunicorn + UvicornWorker) on a free port, up and answering:
-    the service, its base URL and its worker pids."""
+    """Pantheon as in production (gunicorn --preload + UvicornWorker) on a free port, up and
+    answering: the service, its base URL and its worker pids."""
     port = harness.free_port()
     server = harness.start_service(
-        "gunicorn",
+        name,
         [
             str(VENV_BIN / "gunicorn"),
             "pantheon.asgi:application",
+            "--preload",
             "-k",
             "uvicorn_worker.UvicornWorker",
             "--workers",
@@ -153,6 +160,59 @@ def start_gunicorn(
         server.stop()
         raise
     return server, base, found
+
+
+def server_memory(master: int, workers: list[int]) -> dict[str, Any]:
+    """RSS, PSS and USS of a gunicorn master and each of its workers (harness.process_memory),
+    and the PSS of the whole server divided by its workers: what one more worker costs on
+    average, the preloaded master's share included."""
+    master_memory = harness.process_memory(master)
+    rows = [m for m in (harness.process_memory(pid) for pid in workers) if m is not None]
+    total = sum(m["pss_mib"] or 0 for m in [master_memory or {"pss_mib": 0}, *rows])
+    return {
+        "master": master_memory,
+        "workers": rows,
+        "pss_total_mib": round(total, 1),
+        "pss_per_worker_mib": round(total / len(rows), 1) if rows else None,
+    }
+
+
+def warm_workers(base: str, workers: list[int], key: str, sessions: list[str]) -> dict[str, Any]:
+    """Turns, two per worker at a time on fresh connections (so the kernel spreads them over
+    the workers), until every worker has spent `WARM_CPU_S` of CPU time since the start, within
+    `WARM_TURNS_PER_WORKER` turns per worker and `TIME_CAP_S`. Each batch uses distinct
+    sessions (no 409)."""
+    started = {pid: harness.cpu_seconds([pid]) for pid in workers}
+    batch = 2 * len(workers)
+    assert len(sessions) >= batch, "fewer sessions than turns in a batch"
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def turn(session: str) -> int:
+        try:
+            return httpx.post(
+                f"{base}/api/v1/sessions/{session}/turns",
+                json={"input": TURN_INPUT},
+                headers=headers,
+                timeout=30,
+            ).status_code
+        except httpx.HTTPError:
+            return 0
+
+    statuses: Counter[str] = Counter()
+    deadline = time.monotonic() + TIME_CAP_S
+    spent: dict[int, float] = dict.fromkeys(workers, 0.0)
+    with ThreadPoolExecutor(batch) as pool:
+        while sum(statuses.values()) < WARM_TURNS_PER_WORKER * len(workers):
+            spent = {pid: harness.cpu_seconds([pid]) - started[pid] for pid in workers}
+            if min(spent.values()) >= WARM_CPU_S or time.monotonic() > deadline:
+                break
+            statuses.update(str(status) for status in pool.map(turn, sessions[:batch]))
+    return {
+        "turns": sum(statuses.values()),
+        "statuses": dict(statuses),
+        "cpu_s": {str(pid): round(seconds, 2) for pid, seconds in spent.items()},
+        "all_warm": min(spent.values()) >= WARM_CPU_S,
+    }
 
 
 def db_backend_pids() -> list[int]:
@@ -312,6 +372,7 @@ class Bench:
         self.stub_base = ""
         self.server_base = ""
         self.worker_pid = 0
+        self.server_pid = 0
         self.stub: harness.Service | None = None
 
     def n(self, count: int) -> int:
@@ -327,7 +388,7 @@ class Bench:
         self.stub, self.stub_base = start_stub(self.workdir)
         self.services.append(self.stub)
         self.env = server_env(f"{self.stub_base}/v1", self.args.settings)
-        log("migrating pantheon_bench ...")
+        log(f"migrating {DB_NAME} ...")
         done = manage(self.env, "migrate", "--noinput")
         if done.returncode:
             raise RuntimeError(f"migrate failed:\n{done.stdout}\n{done.stderr}")
@@ -353,6 +414,7 @@ class Bench:
         self.seed_path = seed_path
         server, self.server_base, workers = start_gunicorn(self.env, self.workdir, workers=1)
         self.services.append(server)
+        self.server_pid = server.pid
         self.worker_pid = workers[0]
         self.results["setup_s"] = round(time.monotonic() - started, 1)
         self.results["seed_s"] = self.seed["seconds"]
@@ -412,6 +474,9 @@ class Bench:
             "peak_mib": round(hwm / 1024, 1) if hwm else None,
             "current_mib": round(now / 1024, 1) if now else None,
         }
+
+    def server_memory(self) -> dict[str, Any]:
+        return server_memory(self.server_pid, harness.children_of(self.server_pid))
 
     # scenarios
 
@@ -477,6 +542,7 @@ class Bench:
                 )
             out[f"c{concurrency}"] = row
         out["rss_after"] = self.rss()
+        out["memory_after"] = self.server_memory()
         if litellm is not None:
             hwm = sum(
                 harness.memory_kib(p, "VmHWM") or 0 for p in harness.process_tree(litellm[0].pid)
@@ -484,6 +550,34 @@ class Bench:
             out["litellm"]["peak_rss_mib"] = round(hwm / 1024, 1)
             litellm[0].stop()
         self.results["scenarios"]["1"] = out
+
+    def memory_by_workers(self) -> None:
+        """Per-worker memory of preloaded servers with 2 and 4 workers, each worker warmed by a
+        few turns first: RSS, PSS and USS of every process (see `server_memory`)."""
+        log(f"memory: servers with {' and '.join(map(str, MEMORY_WORKER_COUNTS))} workers")
+        out: dict[str, Any] = {}
+        for count in MEMORY_WORKER_COUNTS:
+            server, base, workers = start_gunicorn(
+                self.env, self.workdir, workers=count, name=f"gunicorn-{count}-workers"
+            )
+            try:
+                warm = warm_workers(
+                    base, workers, self.seed["owner_key"], self.seed["single"]["sessions"]
+                )
+                time.sleep(1.0)  # let the last responses and their threads finish
+                row = {**server_memory(server.pid, workers), "warm_up": warm}
+            finally:
+                server.stop()
+            out[str(count)] = row
+            log(
+                f"  {count} workers: per worker RSS "
+                f"{[w['rss_mib'] for w in row['workers']]} MiB, PSS "
+                f"{[w['pss_mib'] for w in row['workers']]} MiB; master PSS "
+                f"{(row['master'] or {}).get('pss_mib')} MiB; PSS per worker, master's share "
+                f"included: {row['pss_per_worker_mib']} MiB; warm-up turns "
+                f"{warm['turns']} ({warm['statuses']}), worker CPU s {warm['cpu_s']}"
+            )
+        self.results["memory"] = out
 
     def scenario_2(self) -> None:
         log("scenario 2: round-table turn, 3 agents")
@@ -665,7 +759,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1.0,
         help="multiply every request count (0.2 for a quick check)",
     )
-    parser.add_argument("--only", default="1,2,3,4,5", help="scenarios to run, e.g. 1,4")
+    parser.add_argument(
+        "--only",
+        default="1,memory,2,3,4,5",
+        help="scenarios to run, e.g. 1,4 ('memory': per-worker memory with 2 and 4 workers)",
+    )
     parser.add_argument(
         "--settings",
         default="pantheon.settings",
@@ -692,16 +790,24 @@ def main(argv: list[str] | None = None) -> int:
         "settings": args.settings,
         "time_cap_s": TIME_CAP_S,
         "machine": machine(),
-        "server": "gunicorn -k uvicorn_worker.UvicornWorker --workers 1, DEBUG=false, "
+        "server": "gunicorn --preload -k uvicorn_worker.UvicornWorker --workers 1, DEBUG=false, "
         "PostgreSQL + Redis, throttles set to " + THROTTLE,
     }
     failed = None
     try:
         bench.setup()
         wanted = set(args.only.split(","))
-        for number in ("1", "2", "3", "4", "5"):
-            if number in wanted:
-                getattr(bench, f"scenario_{number}")()
+        steps = {
+            "1": bench.scenario_1,
+            "memory": bench.memory_by_workers,
+            "2": bench.scenario_2,
+            "3": bench.scenario_3,
+            "4": bench.scenario_4,
+            "5": bench.scenario_5,
+        }
+        for name, step in steps.items():
+            if name in wanted:
+                step()
     except Exception as exc:  # report what was measured, then fail
         failed = f"{type(exc).__name__}: {exc}"
         log(f"FAILED: {failed}")

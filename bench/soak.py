@@ -561,8 +561,9 @@ def main(argv: list[str] | None = None) -> int:
             "sessions_per_user": args.sessions_per_user,
             "settings": args.settings,
             "machine": machine(),
-            "server": f"gunicorn -k uvicorn_worker.UvicornWorker --workers {WEB_WORKERS}, "
-            "Celery worker, DEBUG=false, PostgreSQL + Redis, stub upstream",
+            "server": "gunicorn --preload -k uvicorn_worker.UvicornWorker "
+            f"--workers {WEB_WORKERS}, Celery worker, DEBUG=false, PostgreSQL + Redis, "
+            "stub upstream",
         }
     }
     log(f"work directory (server logs): {workdir}")

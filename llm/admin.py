@@ -4,6 +4,9 @@ A provider's API key can be set (a password field that never renders a value) bu
 displayed — not even masked, whatever the staff user's permissions: the page only says whether a
 key is set. A stored key goes only to the address it was entered for: changing the base URL
 needs the key again.
+
+Server processes cache providers and the catalog (`CATALOG_CACHE_SECONDS`): both change forms
+say, next to the save button, how soon a saved change takes effect.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from llm.models import ModelConfig, Provider, ProviderKind
 from pantheon.admin import SafeLookupsMixin
@@ -21,6 +25,19 @@ from pantheon.admin import SafeLookupsMixin
 # read-only by looking its name up on the provider, and `Provider.api_key` decrypts: these must
 # never be listed there.
 _KEY_INPUT_FIELDS = ("api_key", "clear_api_key")
+
+
+class CatalogFreshnessMixin:
+    """A change form whose saves reach the server processes within `CATALOG_CACHE_SECONDS`,
+    and says so next to its save button."""
+
+    change_form_template = "admin/llm/catalog_change_form.html"
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        context["catalog_cache_seconds"] = settings.CATALOG_CACHE_SECONDS
+        return super().render_change_form(request, context, *args, **kwargs)  # type: ignore[misc]
 
 
 class ProviderForm(forms.ModelForm):
@@ -86,7 +103,7 @@ class ProviderForm(forms.ModelForm):
 
 
 @admin.register(Provider)
-class ProviderAdmin(SafeLookupsMixin, admin.ModelAdmin):
+class ProviderAdmin(CatalogFreshnessMixin, SafeLookupsMixin, admin.ModelAdmin):
     form = ProviderForm
     list_display = ("name", "kind", "base_url", "key_set", "is_active", "updated_at")
     list_filter = ("kind", "is_active")
@@ -116,7 +133,7 @@ class ProviderAdmin(SafeLookupsMixin, admin.ModelAdmin):
 
 
 @admin.register(ModelConfig)
-class ModelConfigAdmin(SafeLookupsMixin, admin.ModelAdmin):
+class ModelConfigAdmin(CatalogFreshnessMixin, SafeLookupsMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "display_name",

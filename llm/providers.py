@@ -5,11 +5,18 @@ environment — OpenRouter (`OPENROUTER_BASE_URL`) when `OPENROUTER_API_KEY` is 
 offline model. OpenAI clients (each holding an HTTP connection pool) are cached per process by
 (base URL, API key), so no client is built per call; timeouts and the retry budget are read from
 settings at every call, so changing them needs no cache flush.
+
+A stored provider's config — its API key decrypted — is cached per process by provider id and
+reloaded at least every `CATALOG_CACHE_SECONDS`, like the model catalog: a call costs neither a
+query nor a decryption, and a provider disabled (or re-keyed) in the admin stops serving within
+that bound. The decrypted key stays in this process's memory; `ProviderConfig` keeps it out of
+its repr, so it is never logged.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import httpx
 import openai
@@ -20,6 +27,8 @@ from llm.gateway import Gateway, GatewayError, ProviderConfig
 from llm.models import ModelConfig, Provider, ProviderKind
 from llm.offline_gateway import OFFLINE_PROVIDER, OfflineGateway
 from llm.openai_gateway import GatewayPolicy, OpenAICompatibleGateway
+from llm.selectors import model_get
+from pantheon.process_cache import ProcessCache
 
 DEFAULT_PROVIDER_NAME = "openrouter"
 # Some compatible servers (Ollama, LM Studio) need no key, but the SDK refuses an empty one.
@@ -58,6 +67,39 @@ def provider_config(provider: Provider) -> ProviderConfig:
     return ProviderConfig(
         name=provider.name, kind=provider.kind, base_url=provider.base_url, api_key=api_key
     )
+
+
+@dataclass(frozen=True)
+class _Usable:
+    """A stored provider as a call sees it: its config, or why it cannot be used."""
+
+    config: ProviderConfig | None
+    refusal: str = ""
+
+
+def _usable_load(provider_id: int) -> _Usable:
+    provider = Provider.objects.filter(pk=provider_id).first()
+    if provider is None:
+        return _Usable(None, f"Provider #{provider_id} does not exist.")
+    try:
+        return _Usable(provider_config(provider))
+    except GatewayError as exc:
+        return _Usable(None, exc.message)
+
+
+_usable_providers: ProcessCache[int, _Usable] = ProcessCache(
+    load=_usable_load, seconds_setting="CATALOG_CACHE_SECONDS", max_entries=1_000
+)
+
+
+def provider_config_by_id(provider_id: int) -> ProviderConfig:
+    """`provider_config` of the stored provider `provider_id`, from the process's cache (at
+    most `CATALOG_CACHE_SECONDS` old). Raises GatewayError (`provider_error`) when it is
+    disabled, gone, or its key cannot be decrypted."""
+    usable = _usable_providers.get(provider_id)
+    if usable.config is None:
+        raise GatewayError("provider_error", usable.refusal)
+    return usable.config
 
 
 def gateway_policy() -> GatewayPolicy:
@@ -112,13 +154,14 @@ def gateway_for_provider(config: ProviderConfig) -> Gateway:
 
 def gateway_for_model(model: ModelConfig | str) -> Gateway:
     """The gateway that serves `model` (a ModelConfig, or a model id looked up in the catalog;
-    an id not in the catalog goes to the default provider).
+    an id not in the catalog goes to the default provider). No query and no decryption once
+    the process has the model's provider (see the module's docstring).
 
     Raises GatewayError(`provider_error`) when the model's provider is disabled or its stored
     key cannot be decrypted, so callers handle it like any failed call.
     """
     if isinstance(model, str):
-        model = ModelConfig.objects.select_related("provider").filter(pk=model).first() or model
+        model = model_get(model) or model
     if isinstance(model, str) or model.provider_id is None:
         return gateway_for_provider(default_provider())
-    return gateway_for_provider(provider_config(model.provider))
+    return gateway_for_provider(provider_config_by_id(model.provider_id))

@@ -363,6 +363,32 @@ SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=10.0)
 ROOM_MAX_AGENTS_PER_TURN = env.int("ROOM_MAX_AGENTS_PER_TURN", default=5)
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 
+# --- Per-process caches (pantheon/process_cache.py; README "Freshness of cached data") ---------
+# How old a cached value may be when it is used; 0 turns that cache off.
+PRICING_CACHE_SECONDS = env.int("PRICING_CACHE_SECONDS", default=60)
+CATALOG_CACHE_SECONDS = env.int("CATALOG_CACHE_SECONDS", default=30)
+API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=5)
+# A pricing version is published at least this long before it takes effect. Longer than the
+# price cache, so every process has loaded a version before its first call is priced by it.
+PRICING_PUBLISH_LEAD_SECONDS = env.int("PRICING_PUBLISH_LEAD_SECONDS", default=120)
+for _name in (
+    "PRICING_CACHE_SECONDS",
+    "CATALOG_CACHE_SECONDS",
+    "API_KEY_CACHE_SECONDS",
+    "PRICING_PUBLISH_LEAD_SECONDS",
+):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} must be 0 or more seconds.")
+if PRICING_PUBLISH_LEAD_SECONDS <= PRICING_CACHE_SECONDS and (
+    PRICING_PUBLISH_LEAD_SECONDS or PRICING_CACHE_SECONDS
+):
+    raise ImproperlyConfigured(
+        f"PRICING_PUBLISH_LEAD_SECONDS ({PRICING_PUBLISH_LEAD_SECONDS}) must be greater than "
+        f"PRICING_CACHE_SECONDS ({PRICING_CACHE_SECONDS}): a process could still be pricing "
+        "calls with its old table when a new version takes effect. Both may be 0 (no price "
+        "cache, no lead)."
+    )
+
 # --- Celery ------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)

@@ -61,7 +61,9 @@ fi
 say "Serving on http://$public_host:$PORT/ (Ctrl-C to stop)."
 say ""
 
+# --preload: the application is loaded once and the workers share it (README, "Production").
 exec "$VENV_DIR/bin/gunicorn" pantheon.asgi:application \
+    --preload \
     -k uvicorn_worker.UvicornWorker \
     --bind "$HOST:$PORT" \
     --workers "$WORKERS" \

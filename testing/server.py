@@ -182,9 +182,9 @@ def server_env(**overrides: str) -> dict[str, str]:
 
 @contextmanager
 def gunicorn_server(env: dict[str, str], *, log_name: str, workers: int = 2) -> Iterator[Server]:
-    """`gunicorn pantheon.asgi:application -k uvicorn_worker.UvicornWorker` with `workers`
-    workers, its output in artifacts/<log_name>.log; yields once every worker is up and the
-    server answers health, stops the process group on exit."""
+    """`gunicorn pantheon.asgi:application --preload -k uvicorn_worker.UvicornWorker` (the
+    production command) with `workers` workers, its output in artifacts/<log_name>.log; yields
+    once every worker is up and the server answers health, stops the process group on exit."""
     port = free_port()
     (ROOT / "artifacts").mkdir(exist_ok=True)
     log_path = ROOT / "artifacts" / f"{log_name}.log"
@@ -193,6 +193,7 @@ def gunicorn_server(env: dict[str, str], *, log_name: str, workers: int = 2) -> 
         [
             str(Path(sys.executable).parent / "gunicorn"),
             "pantheon.asgi:application",
+            "--preload",
             "-k",
             "uvicorn_worker.UvicornWorker",
             "--workers",

@@ -32,6 +32,7 @@ import select
 import socket
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -110,6 +111,9 @@ class LlmStub:
         self._generation = 0  # bumped by reset(): releases hung answers of an earlier test
         self._stopping = threading.Event()
         self._ids = itertools.count(1)
+        # Generation ids unique across stub runs too, as a provider's are: a database that
+        # outlives one stub (the bench's, a profile's) never sees an id twice.
+        self._run = uuid.uuid4().hex[:8]
         self._server: _StubHTTPServer | None = None
         self._thread: threading.Thread | None = None
         # Detail buckets put in every usage block unless a reply overrides them.
@@ -210,7 +214,7 @@ class LlmStub:
         return self._stopping.is_set() or self._generation != generation
 
     def _next_id(self) -> str:
-        return f"gen-stub-{next(self._ids)}"
+        return f"gen-stub-{self._run}-{next(self._ids)}"
 
 
 class _StubHTTPServer(ThreadingHTTPServer):

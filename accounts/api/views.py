@@ -95,8 +95,9 @@ class ApiKeyDetailView(APIView):
     @extend_schema(
         operation_id="auth_api_keys_revoke",
         summary="Revoke an API key",
-        description="Revokes one of your keys at once (revoking twice is harmless). "
-        "Another user's key is a 404, like a missing one.",
+        description="Revokes one of your keys (revoking twice is harmless): every server "
+        "refuses it within `API_KEY_CACHE_SECONDS` (5 by default). Another user's key is a "
+        "404, like a missing one.",
         request=None,
         responses={204: None},
     )

@@ -29,6 +29,7 @@ from rest_framework.test import APIClient
 from accounts.models import ApiKey, User
 from accounts.services import api_key_revoke
 from testing import factories
+from testing.clock import ProcessClock
 
 pytestmark = pytest.mark.django_db
 
@@ -113,11 +114,54 @@ def test_revoked_key_is_401() -> None:
     assert_401(get_me(key))
 
 
-def test_expired_key_is_401_and_unexpired_key_works() -> None:
-    user, key = factories.make_api_key(expires_at=timezone.now() + timedelta(minutes=5))
+def test_expired_key_is_401_and_unexpired_key_works(process_clock: ProcessClock) -> None:
+    _, key = factories.make_api_key(expires_at=timezone.now() + timedelta(seconds=2))
     assert get_me(key).status_code == 200
-    ApiKey.objects.filter(user=user).update(expires_at=timezone.now() - timedelta(seconds=1))
+    # Sooner than API_KEY_CACHE_SECONDS: the expiry itself is checked on every request.
+    process_clock.advance(2)
     assert_401(get_me(key))
+
+
+def _revoke(user: User) -> None:
+    api_key_revoke(api_key=ApiKey.objects.get(user=user))
+
+
+def _deactivate(user: User) -> None:
+    User.objects.filter(pk=user.pk).update(is_active=False)
+
+
+@pytest.mark.parametrize("withdraw", [_revoke, _deactivate], ids=["revoked", "user-deactivated"])
+@pytest.mark.parametrize("seconds", [5, 0], ids=["cached", "no-cache"])
+def test_a_withdrawn_key_is_refused_within_api_key_cache_seconds(
+    settings: Any, process_clock: ProcessClock, withdraw: Any, seconds: int
+) -> None:
+    settings.API_KEY_CACHE_SECONDS = seconds
+    user, key = factories.make_api_key()
+    assert get_me(key).status_code == 200
+    withdraw(user)
+    if seconds:  # the documented bound: this process accepts the key until it reloads it
+        process_clock.advance(seconds - 0.1)
+        assert get_me(key).status_code == 200
+        process_clock.advance(0.1)
+    assert_401(get_me(key))
+
+
+def test_a_cached_key_still_checks_the_secret_and_costs_no_query() -> None:
+    _, key = factories.make_api_key()
+    assert get_me(key).status_code == 200  # loads the key, writes last_used_at
+    with CaptureQueriesContext(connection) as queries:
+        assert get_me(key).status_code == 200
+    assert [q["sql"] for q in queries.captured_queries if "api_keys" in q["sql"]] == []
+    assert_401(get_me(key[:-1] + ("A" if key[-1] != "A" else "B")))
+
+
+def test_requests_never_share_the_cached_user() -> None:
+    _, key = factories.make_api_key()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    first = client.get(ME).wsgi_request.user
+    second = client.get(ME).wsgi_request.user
+    assert first == second and first is not second
 
 
 def test_key_of_inactive_user_is_401() -> None:
@@ -126,7 +170,7 @@ def test_key_of_inactive_user_is_401() -> None:
     assert_401(get_me(key))
 
 
-def test_last_used_at_is_written_at_most_once_a_minute() -> None:
+def test_last_used_at_is_written_at_most_once_a_minute(process_clock: ProcessClock) -> None:
     user, key = factories.make_api_key()
     api_key = ApiKey.objects.get(user=user)
     assert api_key.last_used_at is None
@@ -136,16 +180,18 @@ def test_last_used_at_is_written_at_most_once_a_minute() -> None:
     first = api_key.last_used_at
     assert first is not None
 
-    with CaptureQueriesContext(connection) as queries:
-        assert get_me(key).status_code == 200
-    assert not [q for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    for seconds in (1, 30):  # the cached row, then the row read again: nothing is due
+        process_clock.advance(seconds)
+        with CaptureQueriesContext(connection) as queries:
+            assert get_me(key).status_code == 200
+        assert not [q for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
     api_key.refresh_from_db()
     assert api_key.last_used_at == first
 
-    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=first - timedelta(seconds=61))
+    process_clock.advance(30)
     assert get_me(key).status_code == 200
     api_key.refresh_from_db()
-    assert api_key.last_used_at > first
+    assert api_key.last_used_at == first + timedelta(seconds=61)
 
 
 # --- Supabase JWTs, HS256 ----------------------------------------------------------------------

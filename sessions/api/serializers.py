@@ -122,6 +122,41 @@ class TurnUsageSerializer(serializers.Serializer):
     credits_burned = serializers.CharField()
 
 
+def _routing_body(turn: Turn) -> dict[str, Any] | None:
+    if turn.mode != TurnMode.ORCHESTRATOR:
+        return None
+    return {
+        "selected": turn.routing_selected or [],
+        "reason": turn.routing_reason,
+        "fallback_used": turn.fallback_used,
+        "fallback_reason": turn.fallback_reason or None,
+    }
+
+
+def _context_body(turn: Turn) -> list[dict[str, Any]]:
+    return [
+        {
+            "agent": audit.agent.handle if audit.agent else None,
+            "purpose": audit.purpose,
+            "actions": audit.actions,
+            "estimated_tokens": audit.estimated_tokens_final,
+            "input_budget": audit.input_budget,
+        }
+        for audit in turn.context_audits.all()
+    ]
+
+
+def _usage_body(turn: Turn) -> dict[str, Any]:
+    totals = getattr(turn, "usage_totals", None) or {}
+    oe: Decimal | None = totals.get("oe_tokens")
+    return {
+        "input_tokens": totals.get("input_tokens") or 0,
+        "output_tokens": totals.get("output_tokens") or 0,
+        "oe_tokens": str(oe) if oe is not None else "0",
+        "credits_burned": format_credits(totals.get("credits_burned") or 0),
+    }
+
+
 class TurnSerializer(serializers.ModelSerializer):
     """A turn with its messages, routing (orchestrator turns only), context actions and usage:
     the answer of running a turn, and what reading it returns."""
@@ -157,44 +192,76 @@ class TurnSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(RoutingSerializer)
     def get_routing(self, obj: Turn) -> dict[str, Any] | None:
-        if obj.mode != TurnMode.ORCHESTRATOR:
-            return None
-        return {
-            "selected": obj.routing_selected or [],
-            "reason": obj.routing_reason,
-            "fallback_used": obj.fallback_used,
-            "fallback_reason": obj.fallback_reason or None,
-        }
+        return _routing_body(obj)
 
     @extend_schema_field(ContextEntrySerializer(many=True))
     def get_context(self, obj: Turn) -> list[dict[str, Any]]:
-        return [
-            {
-                "agent": audit.agent.handle if audit.agent else None,
-                "purpose": audit.purpose,
-                "actions": audit.actions,
-                "estimated_tokens": audit.estimated_tokens_final,
-                "input_budget": audit.input_budget,
-            }
-            for audit in obj.context_audits.all()
-        ]
+        return _context_body(obj)
 
     @extend_schema_field(TurnUsageSerializer)
     def get_usage(self, obj: Turn) -> dict[str, Any]:
-        totals = getattr(obj, "usage_totals", None) or {}
-        oe: Decimal | None = totals.get("oe_tokens")
-        return {
-            "input_tokens": totals.get("input_tokens") or 0,
-            "output_tokens": totals.get("output_tokens") or 0,
-            "oe_tokens": str(oe) if oe is not None else "0",
-            "credits_burned": format_credits(totals.get("credits_burned") or 0),
-        }
+        return _usage_body(obj)
 
     def to_representation(self, instance: Turn) -> dict[str, Any]:
         data = super().to_representation(instance)
         if data.get("routing") is None:
             data.pop("routing", None)
         return data
+
+
+# --- the turn body without the serializer machinery ------------------------------------------
+#
+# `TurnSerializer` describes the turn body in the schema; a turn is rendered by `turn_body`,
+# plain code building the same dict (a test holds them equal), because instantiating nested
+# model serializers per message is most of a turn's rendering cost.
+
+_DATETIME = serializers.DateTimeField()
+
+
+def _when(value: Any) -> str | None:
+    return _DATETIME.to_representation(value) if value is not None else None
+
+
+def _message_body(message: Message) -> dict[str, Any]:
+    agent = message.agent if message.role == MessageRole.ASSISTANT and message.agent_id else None
+    return {
+        "id": str(message.id),
+        "role": message.role,
+        "agent": (
+            {"id": str(agent.id), "handle": agent.handle, "name": agent.name} if agent else None
+        ),
+        "content": message.content,
+        "status": message.status,
+        "error": (
+            {"code": message.error_code, "message": message.error_message or message.error_code}
+            if message.error_code
+            else None
+        ),
+        "created_at": _when(message.created_at),
+    }
+
+
+def turn_body(turn: Turn) -> dict[str, Any]:
+    """What `TurnSerializer(turn).data` renders, for a turn with its details attached
+    (`selectors.turns_with_details`, or what the pipeline wrote)."""
+    body: dict[str, Any] = {
+        "id": str(turn.id),
+        "session_id": str(turn.session_id),
+        "turn_index": turn.turn_index,
+        "mode": turn.mode,
+        "status": turn.status,
+        "user_input": turn.user_input,
+        "assistant_output": turn.assistant_output,
+        "messages": [_message_body(m) for m in turn.messages.all()],
+    }
+    routing = _routing_body(turn)
+    if routing is not None:
+        body["routing"] = routing
+    body["context"] = _context_body(turn)
+    body["usage"] = _usage_body(turn)
+    body["created_at"] = _when(turn.created_at)
+    body["completed_at"] = _when(turn.completed_at)
+    return body
 
 
 class SummaryItemSerializer(serializers.Serializer):

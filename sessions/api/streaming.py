@@ -26,7 +26,6 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
-from uuid import UUID
 
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
@@ -39,10 +38,10 @@ from pantheon.api.presence import ClientPresence
 from pantheon.api.schema import PantheonAutoSchema
 from pantheon.credits import format_credits
 from rooms.models import Agent
-from sessions.api.serializers import TurnSerializer
+from sessions.api.serializers import turn_body
 from sessions.models import Message, MessageStatus, Turn
 from sessions.services.turns import AdmittedTurn, turn_execute
-from usage.selectors import events_for_user
+from usage.models import LlmCallEvent
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +166,7 @@ class TurnStreamObserver:
             turn = outcome.turn
             # The same body as the 201 answer (a failed single-speaker turn included: the
             # stream is already 200, its body says `failed`).
-            self._emit("turn.completed", TurnSerializer(turn).data)
+            self._emit("turn.completed", turn_body(turn))
         except Exception:
             logger.exception("streamed turn %s failed", self._admitted.turn.id)
             self._emit(
@@ -229,7 +228,7 @@ class TurnStreamObserver:
     def agent_delta(self, agent: Agent, text: str) -> None:
         self._emit("agent.delta", {"agent": agent.handle, "text": text})
 
-    def agent_finished(self, agent: Agent, message: Message, event_id: UUID | None) -> None:
+    def agent_finished(self, agent: Agent, message: Message, event: LlmCallEvent | None) -> None:
         failed = message.status == MessageStatus.ERROR
         self._emit(
             "agent.failed" if failed else "agent.completed",
@@ -245,7 +244,7 @@ class TurnStreamObserver:
                     if message.error_code
                     else None
                 ),
-                "usage": self._call_usage(event_id),
+                "usage": _call_usage(event),
             },
         )
 
@@ -266,21 +265,6 @@ class TurnStreamObserver:
             close = self._close_call
         if close is not None:
             close()
-
-    def _call_usage(self, event_id: UUID | None) -> dict[str, Any] | None:
-        """What the call consumed and burned; None when no call was made (budget, credits)."""
-        if event_id is None:
-            return None
-        event = events_for_user(self._admitted.open.user).filter(pk=event_id).first()
-        if event is None:
-            return None
-        return {
-            "input_tokens": event.input_tokens,
-            "output_tokens": event.output_tokens,
-            "oe_tokens": str(event.oe_tokens),
-            "credits_burned": format_credits(event.credits_burned),
-            "usage_source": event.usage_source,
-        }
 
     # --- the event loop ---------------------------------------------------------------------
 
@@ -322,6 +306,19 @@ class TurnStreamObserver:
         """The events of a turn already run (`run()`), all at once."""
         while (item := self._pop()) is not None and item is not _END:
             yield item
+
+
+def _call_usage(event: LlmCallEvent | None) -> dict[str, Any] | None:
+    """What the call consumed and burned; None when no call was made (budget, credits)."""
+    if event is None:
+        return None
+    return {
+        "input_tokens": event.input_tokens,
+        "output_tokens": event.output_tokens,
+        "oe_tokens": str(event.oe_tokens),
+        "credits_burned": format_credits(event.credits_burned),
+        "usage_source": event.usage_source,
+    }
 
 
 def served_over_asgi(request: Any) -> bool:

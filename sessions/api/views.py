@@ -33,6 +33,7 @@ from sessions.api.serializers import (
     SessionUpdateSerializer,
     TurnCreateSerializer,
     TurnSerializer,
+    turn_body,
 )
 from sessions.api.streaming import (
     EVENT_STREAM,
@@ -146,7 +147,7 @@ def render_turn(turn: Turn, *, error: str | None) -> Response:
     """The 201 turn body, or the 502 error (`llm_unavailable`, `internal_error`) carrying the
     turn's id when the request failed as a whole."""
     if error is None:
-        return Response(TurnSerializer(turn).data, status=201)
+        return Response(turn_body(turn), status=201)
     code = error if error in _FAILURES else "llm_unavailable"
     details = {"turn_id": str(turn.id), "turn_index": turn.turn_index}
     return Response(error_body(code, _FAILURES[code], details), status=502)
@@ -235,7 +236,7 @@ class TurnListCreateView(PaginatedAPIView):
         turns = selectors.turns_with_details(
             selectors.turns_for_session(session_id=session.id).filter(id__in=[t.id for t in page])
         )
-        return self.page_response(TurnSerializer(turns, many=True).data)
+        return self.page_response([turn_body(t) for t in turns])
 
 
 class TurnDetailView(APIView):
@@ -247,7 +248,7 @@ class TurnDetailView(APIView):
         turn = selectors.turn_get(session_id=session.id, turn_index=turn_index)
         if turn is None:
             raise ApplicationError("Not found.", code="not_found")
-        return Response(TurnSerializer(turn).data)
+        return Response(turn_body(turn))
 
 
 class MessageListView(PaginatedAPIView):

@@ -14,15 +14,13 @@ from uuid import UUID
 
 from django.utils import timezone
 
-from accounts.models import User
 from llm import tokenizer
 from llm.gateway import GatewayError, GatewayRequest, TokenUsage
 from llm.models import ModelConfig
 from llm.providers import gateway_for_model
 from pantheon.api.logging import current_request_id
 from pantheon.db import refuse_network_call_in_transaction
-from usage.models import LlmCallEvent, Reservation
-from usage.services import CallRecord, call_event_record
+from usage.services import CallRecord
 
 logger = logging.getLogger("pantheon.provider")
 
@@ -203,22 +201,20 @@ def _log(model: ModelConfig, outcome: CallOutcome) -> None:
     )
 
 
-def call_event_write(
+def call_record(
+    outcome: CallOutcome,
     *,
-    user: User,
-    reservation: Reservation | None,
     purpose: str,
     model_id: str,
-    outcome: CallOutcome,
     idempotency_key: str,
     room_id: UUID | None,
     session_id: UUID | None,
     turn_id: UUID | None = None,
     agent_id: UUID | None = None,
-) -> LlmCallEvent:
-    """The metered event of a finished call (inside the caller's transaction)."""
+) -> CallRecord:
+    """What usage records of a finished call: its outcome and where it happened."""
     usage = outcome.usage
-    call = CallRecord(
+    return CallRecord(
         purpose=purpose,
         provider=outcome.provider,
         model_id=model_id,
@@ -240,4 +236,3 @@ def call_event_write(
         turn_id=turn_id,
         agent_id=agent_id,
     )
-    return call_event_record(user=user, reservation=reservation, call=call)

@@ -1,15 +1,26 @@
 """Prices: the version in force at a moment, a model's prices for one call, and the price list
-shown to clients (USD as decimal strings, e.g. `"0.15"`)."""
+shown to clients (USD as decimal strings, e.g. `"0.15"`).
+
+A call's prices come from a per-process price table (`PriceTable`) reloaded at least every
+`PRICING_CACHE_SECONDS`. It answers exactly as the database would because published versions
+never change and a new one is accepted only `PRICING_PUBLISH_LEAD_SECONDS` (longer than the
+cache interval) before it takes effect: a version the table has not loaded cannot be in force
+before the table is reloaded. Moments outside what the table covers — before the version that
+was in force when it was loaded (repricing, a backfill), or past its reload time — are read
+from the database."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import QuerySet, Subquery
+from django.conf import settings
+from django.db.models import Q, QuerySet, Subquery
 from django.utils import timezone
 
+from pantheon.process_cache import ProcessValue
 from usage import metering
 from usage.metering import Buckets, Charge, Prices
 from usage.models import ModelPrice, PricingStatus, PricingVersion
@@ -77,14 +88,81 @@ def _published_at(at: datetime) -> QuerySet[PricingVersion]:
 
 
 def pricing_version_in_force(at: datetime | None = None) -> PricingVersion | None:
-    """The published version with the newest `effective_from` not after `at` (drafts never)."""
+    """The published version with the newest `effective_from` not after `at` (drafts never).
+    Read from the database: for publishing and staff tools, not for pricing calls."""
     return _published_at(at or timezone.now()).first()
 
 
+# --- the per-process price table ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    """The published versions a process prices calls with: the one in force when the table was
+    loaded and every later one, oldest first, each with its models' prices. Answers for the
+    moments in `[first version's effective_from, valid_until)`; `valid_until` is the load time
+    plus `PRICING_CACHE_SECONDS`, by when the table has been replaced.
+
+    The versions are shared by every thread of the process: read them, never change them."""
+
+    valid_until: datetime
+    starts: tuple[datetime, ...]
+    prices: tuple[dict[str, PricedModel], ...]
+
+    def covers(self, at: datetime) -> bool:
+        """Whether this table knows the version in force at `at`."""
+        return at < self.valid_until and (not self.starts or at >= self.starts[0])
+
+    def prices_at(self, at: datetime) -> dict[str, PricedModel]:
+        """The prices of the version in force at `at` by model id, {} when no version is
+        (`covers(at)` must hold)."""
+        index = bisect_right(self.starts, at) - 1
+        return self.prices[index] if index >= 0 else {}
+
+
+def _price_table_load() -> PriceTable:
+    """Two queries: the versions (the one in force now and every later one), their prices."""
+    loaded_at = timezone.now()
+    in_force = _published_at(loaded_at).values("pk")[:1]
+    versions = list(
+        PricingVersion.objects.filter(status__in=(PricingStatus.ACTIVE, PricingStatus.RETIRED))
+        .filter(Q(effective_from__gt=loaded_at) | Q(pk=Subquery(in_force)))
+        .order_by("effective_from")
+    )
+    by_version: dict[int, dict[str, PricedModel]] = {version.pk: {} for version in versions}
+    version_by_pk = {version.pk: version for version in versions}
+    for price in ModelPrice.objects.filter(version__in=versions):
+        by_version[price.version_id][price.model_id] = PricedModel(
+            version=version_by_pk[price.version_id], prices=prices_of(price)
+        )
+    return PriceTable(
+        valid_until=loaded_at + timedelta(seconds=settings.PRICING_CACHE_SECONDS),
+        starts=tuple(version.effective_from for version in versions),
+        prices=tuple(by_version[version.pk] for version in versions),
+    )
+
+
+_price_table = ProcessValue(load=_price_table_load, seconds_setting="PRICING_CACHE_SECONDS")
+
+
+def _cached_table(at: datetime) -> PriceTable | None:
+    """The process's price table when it can answer for `at`; None when the cache is off or
+    `at` lies outside what it holds."""
+    if _price_table.seconds <= 0:
+        return None
+    table = _price_table.get()
+    return table if table.covers(at) else None
+
+
 def model_price_at(model_id: str, at: datetime | None = None) -> PricedModel | None:
-    """How `model_id` is priced for a call that started at `at` (one query); None when the
-    version in force has no price for it, or no version is in force."""
-    in_force = _published_at(at or timezone.now()).values("pk")[:1]
+    """How `model_id` is priced for a call that started at `at` (default now); None when the
+    version in force has no price for it, or no version is in force. From the process's price
+    table; one query when `at` lies outside it (see the module's docstring)."""
+    at = at or timezone.now()
+    table = _cached_table(at)
+    if table is not None:
+        return table.prices_at(at).get(model_id)
+    in_force = _published_at(at).values("pk")[:1]
     price = (
         ModelPrice.objects.select_related("version")
         .filter(version=Subquery(in_force), model_id=model_id)
@@ -95,21 +173,36 @@ def model_price_at(model_id: str, at: datetime | None = None) -> PricedModel | N
     return PricedModel(version=price.version, prices=prices_of(price))
 
 
+def _prices_in_force_now(model_ids: list[str]) -> dict[str, Prices]:
+    now = timezone.now()
+    table = _cached_table(now)
+    if table is not None:
+        in_force = table.prices_at(now)
+        return {
+            model_id: in_force[model_id].prices for model_id in model_ids if model_id in in_force
+        }
+    version = pricing_version_in_force(now)
+    if version is None:
+        return {}
+    return {
+        price.model_id: prices_of(price)
+        for price in ModelPrice.objects.filter(version=version, model_id__in=model_ids)
+    }
+
+
 def current_prices(model_ids: list[str]) -> dict[str, dict[str, str]]:
     """USD per 1M tokens by bucket for each priced model id, by the version in force now:
     `{"openai/gpt-4o-mini": {"input": "0.15", "output": "0.60", ...}}`. Unpriced ids are
-    absent. One query for the version, one for the prices."""
-    version = pricing_version_in_force()
-    if version is None or not model_ids:
+    absent. From the process's price table (two queries without it)."""
+    if not model_ids:
         return {}
-    result: dict[str, dict[str, str]] = {}
-    for price in ModelPrice.objects.filter(version=version, model_id__in=list(model_ids)):
-        prices = prices_of(price)
-        result[price.model_id] = {
+    return {
+        model_id: {
             "input": format_usd(prices.input),
             "output": format_usd(prices.output),
             "cached_input": format_usd(prices.cached_input),
             "cache_write": format_usd(prices.cache_write),
             "reasoning": format_usd(prices.reasoning),
         }
-    return result
+        for model_id, prices in _prices_in_force_now(list(model_ids)).items()
+    }

@@ -11,7 +11,7 @@ pipeline's) as well as on their own: each opens `transaction.atomic()`, which is
 when nested (or, where a savepoint would be wasted, joins the caller's transaction).
 """
 
-from usage.services.call_events import CallRecord, call_event_record
+from usage.services.call_events import CallRecord, call_event_build, call_event_record
 from usage.services.errors import InsufficientCredits, ModelNotPriced, PricingRefused
 from usage.services.ledger import credits_adjust, credits_grant, credits_refund
 from usage.services.pricing import (
@@ -25,6 +25,8 @@ from usage.services.pricing import (
 )
 from usage.services.reservations import (
     credits_reserve,
+    reservation_amount,
+    reservation_draft,
     reservation_release,
     reservations_expire,
 )
@@ -37,6 +39,7 @@ __all__ = [
     "PricingRefused",
     "PublishResult",
     "RepriceResult",
+    "call_event_build",
     "call_event_record",
     "credits_adjust",
     "credits_grant",
@@ -46,6 +49,8 @@ __all__ = [
     "pricing_version_activate",
     "pricing_version_ensure_editable",
     "pricing_version_publish",
+    "reservation_amount",
+    "reservation_draft",
     "reservation_release",
     "reservations_expire",
 ]

@@ -128,13 +128,13 @@ def call_event_record(
         if repeat is not None:
             return LlmCallEvent.objects.get(pk=repeat)
 
-        bill = _bill(call)
+        event = call_event_build(user_id=user.pk, call=call)
         if earlier:  # not this call's key, so the generation id's
             # The idempotency key is what deduplicates a call; a provider that repeats a
             # generation id must not make a real call go unrecorded or unbilled.
             logger.warning("generation id %s seen before; recorded without it", generation_id)
-            generation_id = None
-        event = _event_create(user=user, call=call, bill=bill, generation_id=generation_id)
+            event.generation_id = None
+        event.save(force_insert=True)
         _settle(account=account, reservation=reservation, event=event)
     return event
 
@@ -160,14 +160,17 @@ def _non_negative_or_none(value: int | None) -> int | None:
     return max(0, value) if value is not None else None
 
 
-def _event_create(
-    *, user: Any, call: CallRecord, bill: _Bill, generation_id: str | None
-) -> LlmCallEvent:
+def call_event_build(*, user_id: Any, call: CallRecord) -> LlmCallEvent:
+    """The event of a call, complete and unsaved: validated, its buckets priced by the version
+    in force when it started. `call_event_record` saves it; the turn's one-statement write
+    (`usage.sql.record_ctes`) inserts it."""
+    _validate(call)
+    bill = _bill(call)
     buckets, priced = bill.buckets, bill.priced
-    return LlmCallEvent.objects.create(
+    return LlmCallEvent(
         created_at=call.created_at or timezone.now(),
         started_at=call.started_at,
-        user_id=user.pk,
+        user_id=user_id,
         room_id=call.room_id,
         session_id=call.session_id,
         turn_id=call.turn_id,
@@ -185,7 +188,7 @@ def _event_create(
         output_tokens=buckets.output_total,
         reasoning_tokens=buckets.reasoning,
         usage_source=call.usage_source,
-        generation_id=generation_id,
+        generation_id=call.generation_id or None,
         idempotency_key=call.idempotency_key,
         pricing_version=priced.version if priced else None,
         price_snapshot=priced.snapshot if priced else {},

@@ -3,18 +3,21 @@ call events under a version.
 
 A published version is never edited (a new one is published instead), and it never applies to
 calls that started before its `effective_from`: every event stays priced by the version in force
-when its call started. Repricing changes what an event has cost its user only through
-`adjustment` ledger entries; the event rows never change.
+when its call started. It is published at least `PRICING_PUBLISH_LEAD_SECONDS` before it takes
+effect, so every process's price table (`usage.selectors.prices`) knows it by then. Repricing
+changes what an event has cost its user only through `adjustment` ledger entries; the event rows
+never change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
@@ -119,11 +122,17 @@ def _check_publishable(*, label: str, effective_from: datetime, now: datetime) -
             "effective_from must carry a time zone.",
             details={"effective_from": ["Give a time zone, e.g. 2026-02-01T00:00:00Z."]},
         )
-    if effective_from < now:
+    lead = settings.PRICING_PUBLISH_LEAD_SECONDS
+    earliest = now + timedelta(seconds=lead)
+    if effective_from < earliest:
+        # Every process reloads its price table within PRICING_CACHE_SECONDS, less than the
+        # lead: each one knows the version before its first call is priced by it.
         raise PricingRefused(
-            f"{label}: effective_from is in the past; published prices never apply to calls "
-            "that already started.",
-            details={"effective_from": ["Must not be in the past."]},
+            f"{label}: effective_from must be at least {lead} seconds ahead "
+            f"(PRICING_PUBLISH_LEAD_SECONDS), not before {earliest.isoformat()}: published "
+            "prices never apply to calls that already started, and every server process must "
+            "know them before they take effect.",
+            details={"effective_from": [f"Must not be before {earliest.isoformat()}."]},
         )
     latest = (
         PricingVersion.objects.exclude(status=PricingStatus.DRAFT)
@@ -218,10 +227,10 @@ def pricing_version_publish(
 ) -> PublishResult:
     """Publish a new active pricing version (or a draft of the same label, replacing its
     prices). Publishing exactly what is already published is a no-op (`unchanged`); changing
-    a published version is refused — publish a new label instead. `effective_from` must not be
-    in the past and must follow every published version. Earlier active versions become
-    `retired` (they still price the calls that started while they were in force)."""
-    now = now or timezone.now()
+    a published version is refused — publish a new label instead. `effective_from` must be at
+    least `PRICING_PUBLISH_LEAD_SECONDS` ahead and follow every published version. Earlier
+    active versions become `retired` (they still price the calls that started while they were
+    in force)."""
     label = _clean_label(label)
     _validate_rates(credits_per_usd=credits_per_usd, markup=markup)
     content = _Content(
@@ -241,7 +250,9 @@ def pricing_version_publish(
                 "never changed; publish a new version with another label.",
                 details={"label": ["A published version with this label exists."]},
             )
-        _check_publishable(label=label, effective_from=effective_from, now=now)
+        # The lead counts from when the lock is held (another publisher may have made us
+        # wait), so the version is committed well before any process must know it.
+        _check_publishable(label=label, effective_from=effective_from, now=now or timezone.now())
         version = _draft_write(existing, label=label, content=content)
         _activate(version)
     return PublishResult(version=version, outcome="created" if existing is None else "activated")
@@ -249,8 +260,8 @@ def pricing_version_publish(
 
 def pricing_version_activate(*, version: PricingVersion, now: datetime | None = None) -> None:
     """Publish a draft prepared in the admin, under the same rules as `pricing_version_publish`
-    (it needs prices, and an effective_from not in the past and after every published one)."""
-    now = now or timezone.now()
+    (it needs prices, and an effective_from at least `PRICING_PUBLISH_LEAD_SECONDS` ahead and
+    after every published one)."""
     with transaction.atomic():
         _lock_versions()
         version.refresh_from_db()
@@ -264,7 +275,9 @@ def pricing_version_activate(*, version: PricingVersion, now: datetime | None = 
                 f"Pricing version {version.label!r} has no prices.",
                 details={"prices": ["At least one model is required."]},
             )
-        _check_publishable(label=version.label, effective_from=version.effective_from, now=now)
+        _check_publishable(
+            label=version.label, effective_from=version.effective_from, now=now or timezone.now()
+        )
         _activate(version)
 
 

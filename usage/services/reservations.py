@@ -67,6 +67,52 @@ def reservation_close(
     return bool(closed)
 
 
+def reservation_amount(
+    *,
+    model_id: str,
+    estimated_input_tokens: int,
+    output_reserve: int,
+    at: datetime | None = None,
+) -> int:
+    """A call's worst case in micro-credits (see `metering.reservation_micro`), priced by the
+    version in force at `at` (default now). Raises `ModelNotPriced` (422) when the model has no
+    price."""
+    priced = model_price_at(model_id, at or timezone.now())
+    if priced is None:
+        raise ModelNotPriced(model_id=model_id)
+    return metering.reservation_micro(
+        estimated_input_tokens=estimated_input_tokens,
+        output_reserve=output_reserve,
+        prices=priced.prices,
+        markup=priced.version.markup,
+        credits_per_usd=priced.version.credits_per_usd,
+    )
+
+
+def reservation_draft(
+    *,
+    amount_micro: int,
+    purpose: str,
+    model_id: str,
+    session_id: Any = None,
+    turn_id: Any = None,
+    now: datetime,
+) -> Reservation:
+    """A reservation, unsaved and without its account: what `credits_reserve` writes, and what
+    the turn's one-statement opening (`usage.sql.reserve_ctes`) inserts."""
+    if purpose not in CallPurpose.values:
+        raise ValueError(f"Unknown purpose {purpose!r}.")
+    return Reservation(
+        amount_micro=amount_micro,
+        purpose=purpose,
+        model_id=model_id,
+        session_id=session_id,
+        turn_id=turn_id,
+        created_at=now,
+        expires_at=now + RESERVATION_TTL,
+    )
+
+
 def credits_reserve(
     *,
     user: Any,
@@ -77,27 +123,31 @@ def credits_reserve(
     session_id: Any = None,
     turn_id: Any = None,
     at: datetime | None = None,
+    amount_micro: int | None = None,
 ) -> Reservation:
-    """Hold a call's worst case (see `metering.reservation_micro`) priced by the version in
-    force at `at` (default now).
+    """Hold a call's worst case (`reservation_amount`, unless `amount_micro` gives it) priced
+    by the version in force at `at` (default now).
 
     Raises `ModelNotPriced` (422) when the model has no price and `InsufficientCredits` (402)
     when balance - reserved cannot cover it. Locks the user's account row; works inside the
     caller's transaction (e.g. after it locked the session row) or on its own. Expired
     reservations of this account are released first, so a crashed call never holds credits
     past its expiry."""
-    if purpose not in CallPurpose.values:
-        raise ValueError(f"Unknown purpose {purpose!r}.")
     now = timezone.now()
-    priced = model_price_at(model_id, at or now)
-    if priced is None:
-        raise ModelNotPriced(model_id=model_id)
-    amount = metering.reservation_micro(
-        estimated_input_tokens=estimated_input_tokens,
-        output_reserve=output_reserve,
-        prices=priced.prices,
-        markup=priced.version.markup,
-        credits_per_usd=priced.version.credits_per_usd,
+    if amount_micro is None:
+        amount_micro = reservation_amount(
+            model_id=model_id,
+            estimated_input_tokens=estimated_input_tokens,
+            output_reserve=output_reserve,
+            at=at or now,
+        )
+    reservation = reservation_draft(
+        amount_micro=amount_micro,
+        purpose=purpose,
+        model_id=model_id,
+        session_id=session_id,
+        turn_id=turn_id,
+        now=now,
     )
     # No savepoint: inside a caller's transaction (a turn's admission) it would cost two round
     # trips for nothing, and the refusal below is raised only after the block has ended.
@@ -107,21 +157,13 @@ def credits_reserve(
         if account.reserved_micro and _close_expired(account=account, now=now):
             account.save(update_fields=["reserved_micro", "updated_at"])
         available = account.available_micro
-        if available >= amount:
-            reservation = Reservation.objects.create(
-                account=account,
-                amount_micro=amount,
-                purpose=purpose,
-                model_id=model_id,
-                session_id=session_id,
-                turn_id=turn_id,
-                created_at=now,
-                expires_at=now + RESERVATION_TTL,
-            )
-            account.reserved_micro += amount
+        if available >= amount_micro:
+            reservation.account = account
+            reservation.save(force_insert=True)
+            account.reserved_micro += amount_micro
             account.save(update_fields=["reserved_micro", "updated_at"])
-    if available < amount:
-        raise InsufficientCredits(required_micro=amount, available_micro=available)
+    if available < amount_micro:
+        raise InsufficientCredits(required_micro=amount_micro, available_micro=available)
     return reservation
 
 

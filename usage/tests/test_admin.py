@@ -174,3 +174,23 @@ def test_a_draft_is_prepared_and_published_in_the_admin(staff) -> None:  # type:
 
     draft.refresh_from_db()
     assert draft.status == "active"
+
+
+def test_the_admin_refuses_to_publish_a_draft_inside_the_lead_time(staff) -> None:  # type: ignore[no-untyped-def]
+    draft = PricingVersion.objects.create(
+        label="v2",
+        effective_from=timezone.now() + timedelta(seconds=60),  # PRICING_PUBLISH_LEAD_SECONDS: 120
+        credits_per_usd=Decimal("100"),
+        markup=Decimal("1"),
+    )
+    draft.prices.create(model_id=MINI, input=Decimal("0.2"), output=Decimal("0.8"))
+
+    response = staff.post(
+        "/admin/usage/pricingversion/",
+        {"action": "publish_drafts", "_selected_action": [str(draft.pk)]},
+        follow=True,
+    )
+
+    assert "at least 120 seconds ahead" in response.content.decode()
+    draft.refresh_from_db()
+    assert draft.status == "draft"

@@ -147,7 +147,7 @@ def test_publish_pricing_dry_run_checks_everything_and_writes_nothing(tmp_path) 
     assert not PricingVersion.objects.filter(label="v2").exists()
     assert PricingVersion.objects.get(label="v1").status == "active"
 
-    with pytest.raises(CommandError, match="past"):
+    with pytest.raises(CommandError, match="ahead"):
         run(
             "publish_pricing",
             pricing_file(tmp_path, effective_from="2026-01-02T00:00:00Z"),
@@ -155,12 +155,26 @@ def test_publish_pricing_dry_run_checks_everything_and_writes_nothing(tmp_path) 
         )
 
 
+def test_publish_pricing_refuses_a_version_inside_the_lead_time(tmp_path, process_clock) -> None:  # type: ignore[no-untyped-def]
+    lead = timedelta(seconds=120)  # PRICING_PUBLISH_LEAD_SECONDS' default
+    too_soon = (timezone.now() + lead - timedelta(seconds=1)).isoformat()
+    with pytest.raises(CommandError, match="at least 120 seconds ahead"):
+        run("publish_pricing", pricing_file(tmp_path, effective_from=too_soon))
+    assert not PricingVersion.objects.filter(label="v2").exists()
+
+    out, _ = run(
+        "publish_pricing",
+        pricing_file(tmp_path, effective_from=(timezone.now() + lead).isoformat()),
+    )
+    assert "Published v2" in out
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         ({"effective_from": "2030-01-01T00:00:00"}, "time zone"),
         ({"effective_from": "tomorrow"}, "effective_from"),
-        ({"effective_from": "2026-01-02T00:00:00Z"}, "past"),
+        ({"effective_from": "2026-01-02T00:00:00Z"}, "ahead"),
         ({"credits_per_usd": "lots"}, "credits_per_usd"),
         ({"markup": "0"}, "markup"),
         ({"prices": {MINI: {"input": "0.123456", "output": "1"}}}, "decimal"),

@@ -56,9 +56,14 @@ def test_current_prices_apply_the_defaults() -> None:
 
 
 @pytest.mark.django_db
-def test_current_prices_take_two_queries(django_assert_num_queries) -> None:  # type: ignore[no-untyped-def]
+def test_current_prices_take_two_queries_then_none(django_assert_num_queries, settings) -> None:  # type: ignore[no-untyped-def]
     ids = sorted(catalog_ids())
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(2):  # the process's price table: versions, prices
+        assert len(current_prices(ids)) == len(ids)
+    with django_assert_num_queries(0):
+        assert len(current_prices(ids)) == len(ids)
+    settings.PRICING_CACHE_SECONDS = 0
+    with django_assert_num_queries(2):  # without the cache: the version in force, its prices
         assert len(current_prices(ids)) == len(ids)
 
 

@@ -14,6 +14,7 @@ from sessions.services.summaries.requests import (
     summary_backfill_prepare,
     summary_enqueue,
     summary_request,
+    summary_row,
 )
 from sessions.services.summaries.schema import (
     LIST_FIELDS,
@@ -36,5 +37,6 @@ __all__ = [
     "summary_lease_remaining",
     "summary_mark_failed",
     "summary_request",
+    "summary_row",
     "validate_summary",
 ]

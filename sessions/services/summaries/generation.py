@@ -25,9 +25,10 @@ from django.utils import timezone
 from llm import tokenizer
 from llm.gateway import ChatMessage, GatewayRequest
 from llm.models import ModelConfig
+from llm.selectors import model_get
 from sessions import selectors
 from sessions.models import Message, MessageRole, MessageStatus, SessionSummary, SummaryStatus
-from sessions.services.provider_calls import CallOutcome, call_event_write, provider_call
+from sessions.services.provider_calls import CallOutcome, call_record, provider_call
 from sessions.services.summaries.schema import (
     LIST_FIELDS,
     SUMMARY_SCHEMA,
@@ -35,7 +36,12 @@ from sessions.services.summaries.schema import (
     validate_summary,
 )
 from usage.models import CallPurpose, Reservation, ReservationStatus
-from usage.services import InsufficientCredits, credits_reserve, reservation_release
+from usage.services import (
+    InsufficientCredits,
+    call_event_record,
+    credits_reserve,
+    reservation_release,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +187,7 @@ def summary_generate(*, summary_id: UUID) -> str:
     if claim is None:
         return "skipped"
     summary = claim.summary
-    model = ModelConfig.objects.filter(pk=summary.model or settings.SUMMARY_MODEL).first()
+    model = model_get(summary.model or settings.SUMMARY_MODEL)
     if model is None:
         _finish_failed(summary, "unknown_model")
         return SummaryStatus.FAILED
@@ -278,15 +284,17 @@ def _record(
         reservation_release(reservation=reservation)
         return _back_to_pending(summary, outcome.error_code)
     session = summary.session
-    event = call_event_write(
+    event = call_event_record(
         user=session.room.owner,
         reservation=reservation,
-        purpose="summary",
-        model_id=model_id,
-        outcome=outcome,
-        idempotency_key=f"summary:{summary.id}:try:{summary.attempts}:call:{attempt}",
-        room_id=session.room_id,
-        session_id=session.id,
+        call=call_record(
+            outcome,
+            purpose="summary",
+            model_id=model_id,
+            idempotency_key=f"summary:{summary.id}:try:{summary.attempts}:call:{attempt}",
+            room_id=session.room_id,
+            session_id=session.id,
+        ),
     )
     if outcome.status == "ok":
         try:

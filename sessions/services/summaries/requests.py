@@ -30,20 +30,27 @@ logger = logging.getLogger(__name__)
 SUMMARIZE_TASK = "sessions.tasks.summarize_session"
 
 
+def summary_row(*, session: Session, turn: Turn, cover_to: int) -> SessionSummary:
+    """The pending summary row of turns 1..`cover_to` that `turn` asks for, unsaved."""
+    return SessionSummary(
+        session=session,
+        last_turn_covered=cover_to,
+        status=SummaryStatus.PENDING,
+        model=settings.SUMMARY_MODEL,
+        requested_by_turn=turn,
+    )
+
+
 def summary_request(*, session: Session, turn: Turn, cover_to: int) -> SessionSummary | None:
     """Write the pending summary row of turns 1..`cover_to` (in the caller's transaction).
     None when one is already pending: at most one is, per session."""
+    summary = summary_row(session=session, turn=turn, cover_to=cover_to)
     try:
         with transaction.atomic():
-            return SessionSummary.objects.create(
-                session=session,
-                last_turn_covered=cover_to,
-                status=SummaryStatus.PENDING,
-                model=settings.SUMMARY_MODEL,
-                requested_by_turn=turn,
-            )
+            summary.save(force_insert=True)
     except IntegrityError:
         return None
+    return summary
 
 
 def summary_enqueue(summary_id: UUID) -> bool:

@@ -21,11 +21,15 @@ from django.utils import timezone
 
 from accounts.models import User
 from llm.models import ModelConfig
+from llm.selectors import model_get
+from pantheon import sql
 from pantheon.errors import ApplicationError
+from pantheon.sql import mark_saved
 from rooms.models import TurnMode
 from sessions import selectors
+from sessions import sql as sessions_sql
 from sessions.models import Message, MessageRole, Session, Turn, TurnIdempotencyKey, TurnStatus
-from sessions.services.summaries import summary_request
+from sessions.services.summaries import summary_request, summary_row
 from sessions.services.turns.calls import audit_write
 from sessions.services.turns.closing import turn_fail_stale
 from sessions.services.turns.idempotency import idempotency_check, idempotency_key_in_use
@@ -39,8 +43,8 @@ from sessions.services.turns.state import (
     PromptContext,
     Replay,
 )
-from usage.models import Reservation
-from usage.services import credits_reserve
+from usage.models import CreditAccount, Reservation
+from usage.services import credits_reserve, reservation_amount, reservation_draft
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +115,9 @@ def turn_preflight(
     )
     context = _prompt_context(session, user_input)
     if mode == TurnMode.ORCHESTRATOR:
-        model = session.room.manager_model or ModelConfig.objects.get(
-            pk=settings.ORCHESTRATOR_DEFAULT_MODEL
-        )
+        model = model_get(session.room.manager_model_id or settings.ORCHESTRATOR_DEFAULT_MODEL)
+        if model is None:  # both come from the catalog; one deleted since is a config error
+            raise ModelConfig.DoesNotExist(settings.ORCHESTRATOR_DEFAULT_MODEL)
         first = prepare_routing_call(room=session.room, model=model, agents=agents, context=context)
     else:
         first = prepare_call(agent=speakers[0], context=context, earlier=[])
@@ -144,9 +148,131 @@ def _turn_open(
     idempotency_key: str | None,
     fingerprint: str,
 ) -> tuple[OpenTurn, Reservation]:
-    """The short transaction that admits the turn: lock the session, refuse a running turn (409),
-    reserve the first call's credits (402), allocate the index, write turn + user message (+ a
-    pending summary row the first call asked for, + the Idempotency-Key)."""
+    """Admit the turn: lock the session, refuse a running turn (409), reserve the first call's
+    credits (402), allocate the index, write turn + user message (+ a pending summary row the
+    first call asked for, + the Idempotency-Key). One statement on PostgreSQL when nothing
+    stands in the way; the ORM transaction otherwise, and for the exact refusal."""
+    amount = reservation_amount(
+        model_id=first.model.id,
+        estimated_input_tokens=first.cascade.estimated_final,
+        output_reserve=first.cascade.output_reserve,
+    )
+    args = {
+        "user": user,
+        "session": session,
+        "mode": mode,
+        "first": first,
+        "user_input": user_input,
+        "idempotency_key": idempotency_key,
+        "fingerprint": fingerprint,
+        "amount": amount,
+    }
+    if sql.available():
+        opened = _open_at_once(**args)
+        if opened is not None:
+            return opened
+    return _open_with_orm(**args)
+
+
+def _open_at_once(
+    *,
+    user: User,
+    session: Session,
+    mode: str,
+    first: PreparedCall,
+    user_input: str,
+    idempotency_key: str | None,
+    fingerprint: str,
+    amount: int,
+) -> tuple[OpenTurn, Reservation] | None:
+    """The opening in one statement (`sessions.sql.turn_open`); None when it wrote nothing."""
+    now = timezone.now()
+    turn = Turn(
+        session=session,
+        turn_index=0,
+        mode=mode,
+        user_input=user_input,
+        created_at=now,
+        progress_at=now,
+    )
+    user_message = Message(
+        session=session,
+        turn=turn,
+        sequence=0,
+        role=MessageRole.USER,
+        mode=mode,
+        content=user_input,
+        created_at=now,
+    )
+    reservation = reservation_draft(
+        amount_micro=amount,
+        purpose=first.purpose,
+        model_id=first.model.id,
+        session_id=session.id,
+        turn_id=turn.id,
+        now=now,
+    )
+    key = (
+        TurnIdempotencyKey(user=user, key=idempotency_key, request_hash=fingerprint, turn=turn)
+        if idempotency_key
+        else None
+    )
+    summary = (
+        summary_row(session=session, turn=turn, cover_to=first.summary_cover_to)
+        if first.summary_cover_to is not None
+        else None
+    )
+    try:
+        opened = sessions_sql.turn_open(
+            turn=turn,
+            user_message=user_message,
+            reservation=reservation,
+            user_id=user.pk,
+            idempotency_key=key,
+            summary=summary,
+            now=now,
+        )
+    except IntegrityError as exc:
+        raise _lost_race(session, exc) from exc
+    if opened is None:
+        return None
+    session.turn_counter = opened.turn_index
+    # The account, as far as the turn needs it (its user): no query to read it back.
+    account = CreditAccount(id=opened.account_id, user_id=user.pk)
+    mark_saved(account)
+    reservation.account = account
+    open_turn = OpenTurn(
+        session=session,
+        turn=turn,
+        user=user,
+        user_message=user_message,
+        idempotency_key=idempotency_key,
+        summary_requested=opened.summary_id,
+    )
+    return open_turn, reservation
+
+
+def _lost_race(session: Session, exc: IntegrityError) -> ApplicationError:
+    """Another request won the race for this session's running slot or for this key."""
+    logger.info("turn admission lost a race on session %s: %s", session.pk, exc)
+    if "idempotency_user_key" in str(exc):
+        return idempotency_key_in_use()
+    return turn_in_progress()
+
+
+def _open_with_orm(
+    *,
+    user: User,
+    session: Session,
+    mode: str,
+    first: PreparedCall,
+    user_input: str,
+    idempotency_key: str | None,
+    fingerprint: str,
+    amount: int,
+) -> tuple[OpenTurn, Reservation]:
+    """The opening as one ORM transaction, with the exact refusals: 409 for a running turn (a
+    stale one is failed first), 402 for credits (expired reservations closed first)."""
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -174,14 +300,11 @@ def _turn_open(
                 purpose=first.purpose,
                 session_id=locked.id,
                 turn_id=turn.id,
+                amount_micro=amount,
             )
             opened = _open_rows(locked, turn, user, first, idempotency_key, fingerprint, now)
     except IntegrityError as exc:
-        # Another request won the race for this session's running slot or for this key.
-        logger.info("turn admission lost a race on session %s: %s", session.pk, exc)
-        if "idempotency_user_key" in str(exc):
-            raise idempotency_key_in_use() from exc
-        raise turn_in_progress() from exc
+        raise _lost_race(session, exc) from exc
     session.turn_counter = locked.turn_counter
     return opened, reservation
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from llm.gateway import GatewayRequest
+from pantheon import sql
 from pantheon.db import connection_is_broken, connection_lost
 from rooms.models import Agent
+from sessions import sql as sessions_sql
 from sessions.models import (
     AuditOutcome,
     Message,
@@ -26,15 +28,18 @@ from sessions.models import (
     Turn,
     TurnContextAudit,
 )
-from sessions.services.provider_calls import CallOutcome, call_event_write, provider_call
-from sessions.services.summaries import summary_request
+from sessions.services.provider_calls import CallOutcome, call_record, provider_call
+from sessions.services.summaries import summary_request, summary_row
 from sessions.services.turns.observers import TurnObserver
 from sessions.services.turns.prompts import budget_rejection
 from sessions.services.turns.state import CallWritten, OpenTurn, PreparedCall
 from usage.models import LlmCallEvent, Reservation
 from usage.services import (
+    CallRecord,
     InsufficientCredits,
     ModelNotPriced,
+    call_event_build,
+    call_event_record,
     credits_reserve,
     reservation_release,
 )
@@ -99,7 +104,7 @@ def invoke(prepared: PreparedCall, request: GatewayRequest, observer: TurnObserv
     )
 
 
-def audit_write(
+def audit_row(
     *,
     session: Session,
     turn: Turn | None,
@@ -107,9 +112,9 @@ def audit_write(
     provider_prompt_tokens: int | None = None,
     call_event_id: UUID | None = None,
 ) -> TurnContextAudit:
-    """The context audit of one budgeted call (or of a rejected request, `turn` None)."""
+    """The context audit of one budgeted call (or of a rejected request, `turn` None), unsaved."""
     c = prepared.cascade
-    return TurnContextAudit.objects.create(
+    return TurnContextAudit(
         session=session,
         turn=turn,
         agent=prepared.agent,
@@ -131,10 +136,95 @@ def audit_write(
     )
 
 
+def audit_write(**fields: Any) -> TurnContextAudit:
+    """`audit_row`, saved."""
+    audit = audit_row(**fields)
+    audit.save(force_insert=True)
+    return audit
+
+
 def touch(turn: Turn) -> None:
     """Record the turn's progress: the stale sweep fails only a turn that stopped making it."""
     turn.progress_at = timezone.now()
     Turn.objects.filter(pk=turn.pk).update(progress_at=turn.progress_at)
+
+
+def assistant_message_row(
+    turn: Turn,
+    agent: Agent,
+    position: int,
+    *,
+    status: str,
+    content: str = "",
+    error_code: str = "",
+    error_message: str = "",
+) -> Message:
+    """A speaker's message in the turn, unsaved: its reply, or the error that kept it from
+    replying."""
+    return Message(
+        session_id=turn.session_id,
+        turn=turn,
+        sequence=position,
+        role=MessageRole.ASSISTANT,
+        agent=agent,
+        mode=turn.mode,
+        content=content,
+        status=status,
+        error_code=error_code,
+        error_message=error_message,
+    )
+
+
+def assistant_message_write(turn: Turn, agent: Agent, position: int, **fields: Any) -> Message:
+    """`assistant_message_row`, saved (in the caller's transaction)."""
+    message = assistant_message_row(turn, agent, position, **fields)
+    message.save(force_insert=True)
+    return message
+
+
+def reply_status(outcome: CallOutcome) -> str:
+    return {"ok": MessageStatus.OK, "cancelled": MessageStatus.INTERRUPTED}.get(
+        outcome.status, MessageStatus.ERROR
+    )
+
+
+def _reply_row(
+    open_turn: OpenTurn, prepared: PreparedCall, outcome: CallOutcome, position: int
+) -> Message:
+    status = reply_status(outcome)
+    assert prepared.agent is not None
+    return assistant_message_row(
+        open_turn.turn,
+        prepared.agent,
+        position,
+        status=status,
+        # A failed reply is never content: no later prompt may take it for an answer.
+        content=outcome.text if status != MessageStatus.ERROR else "",
+        error_code=outcome.error_code if status != MessageStatus.OK else "",
+        error_message=outcome.error_message,
+    )
+
+
+def _record(
+    open_turn: OpenTurn, prepared: PreparedCall, outcome: CallOutcome, key: str
+) -> CallRecord:
+    """What usage records of this call."""
+    return call_record(
+        outcome,
+        purpose=prepared.purpose,
+        model_id=prepared.model.id,
+        idempotency_key=key,
+        room_id=open_turn.session.room_id,
+        session_id=open_turn.session.id,
+        turn_id=open_turn.turn.id,
+        agent_id=prepared.agent.id if prepared.agent else None,
+    )
+
+
+def _provider_prompt_tokens(outcome: CallOutcome) -> int | None:
+    # None when the provider reported nothing (a failed call), never a misleading 0.
+    usage = outcome.usage
+    return usage.prompt_tokens if usage.source == "provider" and usage.prompt_tokens else None
 
 
 def record_call(
@@ -147,31 +237,20 @@ def record_call(
     request_summary: bool,
     progress: bool = True,
 ) -> CallWritten:
-    """Inside the caller's transaction: the call event (priced, burned, reservation settled),
-    the context audit with the provider's prompt count, a summary request if the cascade asked
-    for one (and none was requested yet this turn), and the turn's progress (unless `progress`
-    is false: the turn's close, which writes it anyway, comes next)."""
-    usage = outcome.usage
-    event = call_event_write(
+    """Inside the caller's transaction, with the ORM: the call event (priced, burned,
+    reservation settled), the context audit with the provider's prompt count, a summary request
+    if the cascade asked for one (and none was requested yet this turn), and the turn's progress
+    (unless `progress` is false: the turn's close, which writes it anyway, comes next)."""
+    event = call_event_record(
         user=open_turn.user,
         reservation=reservation,
-        purpose=prepared.purpose,
-        model_id=prepared.model.id,
-        outcome=outcome,
-        idempotency_key=key,
-        room_id=open_turn.session.room_id,
-        session_id=open_turn.session.id,
-        turn_id=open_turn.turn.id,
-        agent_id=prepared.agent.id if prepared.agent else None,
+        call=_record(open_turn, prepared, outcome, key),
     )
     audit = audit_write(
         session=open_turn.session,
         turn=open_turn.turn,
         prepared=prepared,
-        # None when the provider reported nothing (a failed call), never a misleading 0.
-        provider_prompt_tokens=(
-            usage.prompt_tokens if usage.source == "provider" and usage.prompt_tokens else None
-        ),
+        provider_prompt_tokens=_provider_prompt_tokens(outcome),
         call_event_id=event.id,
     )
     requested = None
@@ -185,12 +264,6 @@ def record_call(
     return CallWritten(event=event, audit=audit, summary_requested=requested)
 
 
-def reply_status(outcome: CallOutcome) -> str:
-    return {"ok": MessageStatus.OK, "cancelled": MessageStatus.INTERRUPTED}.get(
-        outcome.status, MessageStatus.ERROR
-    )
-
-
 def call_write(
     open_turn: OpenTurn,
     prepared: PreparedCall,
@@ -202,25 +275,35 @@ def call_write(
     reply_at: int | None = None,
     last: bool = False,
 ) -> tuple[Message | None, CallWritten]:
-    """A call's one transaction: the reply's message (at position `reply_at`; a routing call
-    has none) and the recorded call; the `last` speaker leaves the turn's progress to the close.
-    Raises CallNotRecorded (the cause chained) when it cannot be written."""
+    """A call's one write: the reply's message (at position `reply_at`; a routing call has
+    none) and the recorded call; the `last` speaker leaves the turn's progress to the close.
+    One statement on PostgreSQL (`sessions.sql.call_write`), else one ORM transaction. Raises
+    CallNotRecorded (the cause chained) when it cannot be written."""
 
     def write() -> tuple[Message | None, CallWritten]:
-        with transaction.atomic():
-            message = None
-            if reply_at is not None:
-                message = _reply_message(open_turn, prepared, outcome, reply_at)
-            written = record_call(
+        if sql.available():
+            written = _write_at_once(
                 open_turn,
                 prepared,
                 outcome,
                 reservation,
                 key=key,
                 request_summary=request_summary,
-                progress=not last,
+                reply_at=reply_at,
+                last=last,
             )
-            return message, written
+            if written is not None:
+                return written
+        return _write_with_orm(
+            open_turn,
+            prepared,
+            outcome,
+            reservation,
+            key=key,
+            request_summary=request_summary,
+            reply_at=reply_at,
+            last=last,
+        )
 
     def committed() -> tuple[Message | None, CallWritten] | None:
         written = committed_call(key)
@@ -238,47 +321,79 @@ def call_write(
         raise CallNotRecorded(prepared, outcome, reservation) from exc
 
 
-def _reply_message(
-    open_turn: OpenTurn, prepared: PreparedCall, outcome: CallOutcome, position: int
-) -> Message:
-    status = reply_status(outcome)
-    assert prepared.agent is not None
-    return assistant_message_write(
-        open_turn.turn,
-        prepared.agent,
-        position,
-        status=status,
-        # A failed reply is never content: no later prompt may take it for an answer.
-        content=outcome.text if status != MessageStatus.ERROR else "",
-        error_code=outcome.error_code if status != MessageStatus.OK else "",
-        error_message=outcome.error_message,
-    )
-
-
-def assistant_message_write(
-    turn: Turn,
-    agent: Agent,
-    position: int,
+def _write_at_once(
+    open_turn: OpenTurn,
+    prepared: PreparedCall,
+    outcome: CallOutcome,
+    reservation: Reservation | None,
     *,
-    status: str,
-    content: str = "",
-    error_code: str = "",
-    error_message: str = "",
-) -> Message:
-    """A speaker's message in the turn (in the caller's transaction): its reply, or the error
-    that kept it from replying."""
-    return Message.objects.create(
-        session_id=turn.session_id,
-        turn=turn,
-        sequence=position,
-        role=MessageRole.ASSISTANT,
-        agent=agent,
-        mode=turn.mode,
-        content=content,
-        status=status,
-        error_code=error_code,
-        error_message=error_message,
+    key: str,
+    request_summary: bool,
+    reply_at: int | None,
+    last: bool,
+) -> tuple[Message | None, CallWritten] | None:
+    """The call's rows in one statement; None when the event's key or generation id was seen
+    before (the ORM path decides then)."""
+    now = timezone.now()
+    turn = open_turn.turn
+    event = call_event_build(
+        user_id=open_turn.user.pk, call=_record(open_turn, prepared, outcome, key)
     )
+    message = _reply_row(open_turn, prepared, outcome, reply_at) if reply_at is not None else None
+    audit = audit_row(
+        session=open_turn.session,
+        turn=turn,
+        prepared=prepared,
+        provider_prompt_tokens=_provider_prompt_tokens(outcome),
+        call_event_id=event.id,
+    )
+    summary = None
+    if request_summary and prepared.summary_cover_to is not None:
+        summary = summary_row(
+            session=open_turn.session, turn=turn, cover_to=prepared.summary_cover_to
+        )
+    written, requested = sessions_sql.call_write(
+        event=event,
+        reservation_id=reservation.id if reservation is not None else None,
+        message=message,
+        audit=audit,
+        summary=summary,
+        progress_of=None if last else turn.id,
+        now=now,
+    )
+    if not written:
+        return None
+    if not last:
+        turn.progress_at = now
+    return message, CallWritten(event=event, audit=audit, summary_requested=requested)
+
+
+def _write_with_orm(
+    open_turn: OpenTurn,
+    prepared: PreparedCall,
+    outcome: CallOutcome,
+    reservation: Reservation | None,
+    *,
+    key: str,
+    request_summary: bool,
+    reply_at: int | None,
+    last: bool,
+) -> tuple[Message | None, CallWritten]:
+    with transaction.atomic():
+        message = None
+        if reply_at is not None:
+            message = _reply_row(open_turn, prepared, outcome, reply_at)
+            message.save(force_insert=True)
+        written = record_call(
+            open_turn,
+            prepared,
+            outcome,
+            reservation,
+            key=key,
+            request_summary=request_summary,
+            progress=not last,
+        )
+        return message, written
 
 
 def committed_call(key: str) -> CallWritten | None:

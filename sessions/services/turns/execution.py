@@ -103,7 +103,7 @@ def _speak(
         last=position == speakers,
     )
     assert message is not None
-    observer.agent_finished(agent, message, written.event.id)
+    observer.agent_finished(agent, message, written.event)
     ok = message.status == MessageStatus.OK
     return SpeakerResult(
         message=message,

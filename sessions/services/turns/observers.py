@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Protocol
-from uuid import UUID
 
 from django.db import connection
 
 from rooms.models import Agent
 from sessions.models import Message, Turn
+from usage.models import LlmCallEvent
 
 
 class TurnObserver(Protocol):
@@ -23,7 +23,9 @@ class TurnObserver(Protocol):
     def agent_started(self, agent: Agent) -> None: ...
     def agent_delta(self, agent: Agent, text: str) -> None: ...
     def routed(self, turn: Turn) -> None: ...
-    def agent_finished(self, agent: Agent, message: Message, event_id: UUID | None) -> None: ...
+    def agent_finished(
+        self, agent: Agent, message: Message, event: LlmCallEvent | None
+    ) -> None: ...
     def cancelled(self) -> bool: ...
 
 
@@ -48,7 +50,7 @@ class NullObserver:
     def routed(self, turn: Turn) -> None:
         pass
 
-    def agent_finished(self, agent: Agent, message: Message, event_id: UUID | None) -> None:
+    def agent_finished(self, agent: Agent, message: Message, event: LlmCallEvent | None) -> None:
         pass
 
     def cancelled(self) -> bool:

@@ -459,10 +459,10 @@ def test_client_gone_before_the_response_starts_cancels_the_turn(server: str, ll
 
 
 def test_a_fault_mid_stream_closes_turn_and_stream(server: str, llm_stub, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from sessions.services.turns import calls
+    from sessions import sql as sessions_sql
 
     room = Room(mode="round_table")
-    original = calls.record_call
+    original = sessions_sql.call_write
     seen = {"n": 0}
 
     def faulty(*args: Any, **kwargs: Any) -> Any:
@@ -471,7 +471,7 @@ def test_a_fault_mid_stream_closes_turn_and_stream(server: str, llm_stub, monkey
             raise RuntimeError("injected")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(calls, "record_call", faulty)
+    monkeypatch.setattr(sessions_sql, "call_write", faulty)
     stream = room.stream(server, "Go round.")
     assert stream.status == 200
     assert stream.names()[-1] == "turn.completed"

@@ -11,12 +11,14 @@ import pytest
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
 from accounts.services import api_key_create
 from llm import tokenizer
 from llm.gateway import ChatMessage
 from llm.models import ModelConfig
+from sessions import selectors
 from sessions.models import (
     Message,
     SessionSummary,
@@ -29,7 +31,7 @@ from testing import factories
 from testing.stub_llm import StubReply
 from usage.models import LlmCallEvent, ModelPrice, PricingVersion
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("write_path")]
 
 
 @pytest.fixture
@@ -454,20 +456,22 @@ def _queries_for_one_turn(s: Setup) -> int:
     return len(ctx.captured_queries)
 
 
-def test_query_count_is_the_same_at_5_and_200_prior_turns(db, llm_stub) -> None:  # type: ignore[no-untyped-def]
+def test_query_count_is_the_same_at_5_and_200_prior_turns(db, llm_stub, write_path) -> None:  # type: ignore[no-untyped-def]
     small, large = single_agent(), single_agent()
     _bulk_history(small, 5)
     _bulk_history(large, 200)
-    _queries_for_one_turn(small)  # warm per-process caches (catalog, pricing)
+    _queries_for_one_turn(small)  # warm per-process caches (API key, prices, catalog)
     _queries_for_one_turn(large)
     at_5, at_200 = _queries_for_one_turn(small), _queries_for_one_turn(large)
     assert at_5 == at_200
-    # Pre-flight 5 (key, session + room, agents, summaries, history); admission 10 (BEGIN,
-    # session lock with its running turn, counter, turn, price, account lock, reservation,
-    # account, user message, COMMIT); the call 11 (BEGIN, reply, account lock, earlier events,
-    # price, event, settlement, burn, account, audit, COMMIT); the close 1. The 201 body is
-    # rendered from what the turn wrote. bench/ records the figure.
-    assert at_5 == 27, at_5
+    # The API key and both prices come from the per-process caches: no query. Pre-flight 4
+    # (session + room, agents, summaries, history). With the ORM: admission 9 (BEGIN, session
+    # lock with its running turn, counter, turn, account lock, reservation, account, user
+    # message, COMMIT); the call 10 (BEGIN, reply, account lock, earlier events, event,
+    # settlement, burn, account, audit, COMMIT); the close 1. With the one-statement writes:
+    # the opening 1, the call's write 1, the close 1. The 201 body is rendered from what the
+    # turn wrote. bench/ records the figure.
+    assert at_5 == {"one statement": 7, "orm": 24}[write_path], at_5
 
 
 # --- reads -------------------------------------------------------------------------------------
@@ -499,3 +503,27 @@ def test_a_key_issued_mid_session_sees_the_same_turns(setup: Setup) -> None:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {second_key}")
     assert len(client.get(setup.url).json()["results"]) == 1
+
+
+# --- the plain rendering -------------------------------------------------------------------------
+
+
+def test_turn_body_renders_what_the_turn_serializer_describes(db, llm_stub) -> None:  # type: ignore[no-untyped-def]
+    # `turn_body` renders every turn; `TurnSerializer` is what the schema says it is: one
+    # turn of each mode, with a failed speaker and an orchestrator's routing, rendered by both.
+    from sessions.api.serializers import TurnSerializer, turn_body
+    from sessions.tests.builders import FAILING, Room, script_routing
+
+    room = Room(mode="round_table")
+    llm_stub.enqueue(StubReply(status=500), model=FAILING, times=3)
+    assert room.post("Everyone?").status_code == 201
+    assert room.post("@cy and you?", mode="manual").status_code == 201
+    script_routing(llm_stub, {"agents": ["ada"], "reason": "Ada knows."})
+    assert room.post("Who?", mode="orchestrator").status_code == 201
+    turns = selectors.turns_with_details(selectors.turns_for_session(session_id=room.session.id))
+    assert [t.status for t in turns] == ["partial", "completed", "completed"]
+    for turn in turns:
+        # Compared as the client gets them: rendered to JSON.
+        assert JSONRenderer().render(turn_body(turn)) == JSONRenderer().render(
+            TurnSerializer(turn).data
+        )

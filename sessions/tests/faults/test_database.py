@@ -28,6 +28,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from psycopg_pool import PoolTimeout
 
+from pantheon import sql as pantheon_sql
 from pantheon.api.exceptions import exception_handler
 from pantheon.db import connection_is_broken, pool_check
 from sessions.models import Turn
@@ -209,31 +210,51 @@ def test_connection_killed_in_the_middle_of_the_write_is_retried_once(llm_stub: 
     ledger_ok()
 
 
+def _lose_the_connection_after_the_commit(killed: list[int]) -> None:
+    # Kill this very backend once the COMMIT has been applied, then use the connection: to the
+    # pipeline it looks exactly like a COMMIT whose answer was lost.
+    killed.append(db_faults.terminate([connection.connection.info.backend_pid]))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _lose_the_answer_of_the_calls_write(monkeypatch: pytest.MonkeyPatch, path: str) -> list[int]:
+    """After the call's write has committed, its answer is lost (once)."""
+    killed: list[int] = []
+    if path == "orm":  # the write is a transaction: lose the COMMIT's answer
+        real_audit = turn_calls.audit_write
+
+        def audit_then_lose_the_commit_answer(**kwargs: Any) -> Any:
+            if kwargs.get("call_event_id") is not None and not killed:
+                transaction.on_commit(lambda: _lose_the_connection_after_the_commit(killed))
+            return real_audit(**kwargs)
+
+        monkeypatch.setattr(turn_calls, "audit_write", audit_then_lose_the_commit_answer)
+        return killed
+    real_run = pantheon_sql.run
+    statements = [0]
+
+    def run_then_lose_the_answer(*args: Any, **kwargs: Any) -> Any:
+        statements[0] += 1
+        row = real_run(*args, **kwargs)  # autocommit: the statement has committed
+        if statements[0] == 2 and not killed:  # the 1st opened the turn; the 2nd is the call's
+            _lose_the_connection_after_the_commit(killed)
+        return row
+
+    monkeypatch.setattr(pantheon_sql, "run", run_then_lose_the_answer)
+    return killed
+
+
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_connection_lost_right_after_the_commit_writes_nothing_twice(
-    llm_stub: LlmStub, monkeypatch: pytest.MonkeyPatch
+    llm_stub: LlmStub, monkeypatch: pytest.MonkeyPatch, write_path: str
 ) -> None:
-    """The server committed the call's transaction but its answer never came back: the retry
-    finds what the first attempt wrote instead of writing the reply and the audit again."""
+    """The server committed the call's write but its answer never came back: the retry finds
+    what the first attempt wrote instead of writing the reply and the audit again."""
     s = single_agent()
     balance_before = _account(s).balance_micro
     llm_stub.enqueue(StubReply(text="Stored exactly once."))
-    real_audit = turn_calls.audit_write
-    killed: list[int] = []
-
-    def lose_the_connection_after_the_commit() -> None:
-        # Kill this very backend once the COMMIT has been applied, then use the connection:
-        # to the pipeline it looks exactly like a COMMIT whose answer was lost.
-        killed.append(db_faults.terminate([connection.connection.info.backend_pid]))
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-
-    def audit_then_lose_the_commit_answer(**kwargs: Any) -> Any:
-        if kwargs.get("call_event_id") is not None and not killed:
-            transaction.on_commit(lose_the_connection_after_the_commit)
-        return real_audit(**kwargs)
-
-    monkeypatch.setattr(turn_calls, "audit_write", audit_then_lose_the_commit_answer)
+    killed = _lose_the_answer_of_the_calls_write(monkeypatch, write_path)
     response = s.post("Once, please.")
     assert killed == [1]
     assert response.status_code == 201, response.content

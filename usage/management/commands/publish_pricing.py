@@ -9,7 +9,10 @@ Publishes a pricing version from a JSON file:
 
 Prices are USD per 1M tokens (strings or numbers, at most 4 decimal places); `cached_input`,
 `cache_write` (default: input) and `reasoning` (default: output) are optional. Publishing the
-same file again changes nothing; changing a published version is refused."""
+same file again changes nothing; changing a published version is refused, and so is an
+`effective_from` less than `PRICING_PUBLISH_LEAD_SECONDS` (default 120) ahead: every server
+process reloads its prices within `PRICING_CACHE_SECONDS` and must know a version before it
+takes effect."""
 
 from __future__ import annotations
 

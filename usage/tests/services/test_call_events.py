@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -338,16 +337,19 @@ def test_created_at_can_be_given_for_a_backfill(funded_user) -> None:  # type: i
     assert event.created_at == when
 
 
-def test_a_call_that_straddles_a_new_version_is_priced_by_the_old_one(funded_user) -> None:  # type: ignore[no-untyped-def]
+def test_a_call_that_straddles_a_new_version_is_priced_by_the_old_one(  # type: ignore[no-untyped-def]
+    funded_user, process_clock
+) -> None:
     started_at = timezone.now()
+    assert current_prices([SONNET])[SONNET]["input"] == "3.00"  # this process knows v1 only
     v2 = pricing_version_publish(
         label="v2",
-        effective_from=timezone.now() + timedelta(milliseconds=300),
+        effective_from=timezone.now() + timedelta(seconds=120),  # the shortest lead allowed
         credits_per_usd=Decimal("100"),
         markup=Decimal("2"),
         prices={SONNET: {"input": Decimal("6"), "output": Decimal("30")}},
     ).version
-    time.sleep(0.4)  # the call ends (and is recorded) after v2 came into force
+    process_clock.advance(120)  # the call ends (and is recorded) after v2 came into force
     assert current_prices([SONNET])[SONNET]["input"] == "6.00"
 
     straddling = record(funded_user, started_at=started_at)

@@ -25,6 +25,7 @@ from sessions.tests.builders import (
     summary_requests,
 )
 from testing.celery_worker import celery_worker
+from testing.clock import ProcessClock
 from testing.db_faults import wait_for
 from testing.stub_llm import LlmStub, StubReply
 from usage.models import CreditAccount, LedgerEntry, LlmCallEvent, Reservation
@@ -118,7 +119,7 @@ def test_failed_call_is_kept_and_the_worker_retry_finishes_the_summary(
 
 
 def test_unusable_provider_releases_the_reservation_and_leaves_the_summary_pending(
-    db: None, llm_stub: LlmStub
+    db: None, llm_stub: LlmStub, process_clock: ProcessClock
 ) -> None:
     s = single_agent(model_id=AGENT_MODEL)
     summary = _pending_summary(s)
@@ -133,6 +134,7 @@ def test_unusable_provider_releases_the_reservation_and_leaves_the_summary_pendi
     assert _summary_reservations(s) == [("released", None)]
     assert CreditAccount.objects.get(user=s.user).reserved_micro == 0
     Provider.objects.filter(pk=provider.pk).update(is_active=True)  # the operator fixes it
+    process_clock.advance(30)  # every worker sees it within CATALOG_CACHE_SECONDS
     llm_stub.enqueue(StubReply(json=GOOD_SUMMARY), model=SUMMARY_MODEL)
     assert summary_generate(summary_id=summary.id) == "ready"
     _assert_ledger_ok()

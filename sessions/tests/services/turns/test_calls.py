@@ -17,7 +17,7 @@ from usage.models import CreditAccount, LedgerEntry, LlmCallEvent, Reservation
 from usage.selectors import credits_for_user
 from usage.services import credits_grant
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("write_path")]
 
 
 def _first_call_reservation(s: Setup) -> int:

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from llm.models import ModelConfig, Provider
+from pantheon import sql
 from sessions.models import Message, Turn, TurnStatus
 from sessions.tests.builders import FAILING, MANAGER, Room, ledger_ok, single_agent
 from testing.stub_llm import StubReply
@@ -59,6 +60,7 @@ def _unreadable_provider(stub_url: str) -> Provider:
 # --- a speaker that cannot be served ----------------------------------------------------------
 
 
+@pytest.mark.usefixtures("write_path")
 @pytest.mark.parametrize(
     ("make_provider", "says"),
     [(_disabled_provider, "disabled"), (_unreadable_provider, "decrypted")],
@@ -90,6 +92,7 @@ def test_single_speaker_on_an_unusable_provider_is_502_and_closed(  # type: igno
     assert again.json()["error"]["details"]["turn_index"] == 2
 
 
+@pytest.mark.usefixtures("write_path")
 def test_a_later_speaker_on_a_disabled_provider_fails_alone(db, llm_stub) -> None:  # type: ignore[no-untyped-def]
     room = Room(mode="round_table")
     _serve_model_by(FAILING, _disabled_provider(llm_stub.url))  # Bo's model
@@ -110,6 +113,7 @@ def test_a_later_speaker_on_a_disabled_provider_fails_alone(db, llm_stub) -> Non
     ledger_ok()
 
 
+@pytest.mark.usefixtures("write_path")
 def test_a_later_speaker_without_a_price_fails_alone(db, llm_stub) -> None:  # type: ignore[no-untyped-def]
     room = Room(mode="round_table")
     unpriced = ModelConfig.objects.create(
@@ -133,6 +137,7 @@ def test_a_later_speaker_without_a_price_fails_alone(db, llm_stub) -> None:  # t
     ledger_ok()
 
 
+@pytest.mark.usefixtures("write_path")
 def test_an_orchestrator_on_a_disabled_provider_falls_back(db, llm_stub) -> None:  # type: ignore[no-untyped-def]
     room = Room(mode="orchestrator")
     _serve_model_by(MANAGER, _disabled_provider(llm_stub.url))
@@ -155,14 +160,19 @@ class InjectedFault(RuntimeError):
     """The bug a step of the pipeline raises in this test."""
 
 
+ONE_STATEMENT, ORM = "one statement", "orm"
+
+
 @dataclass(frozen=True)
 class Step:
     """Where to raise: `target` is "module:attribute", raised on its `nth` call (earlier calls,
-    e.g. the first speaker's own pre-flight, run normally)."""
+    e.g. the first speaker's own pre-flight, run normally), with the turn's writes made by
+    `path` (one statement each, or the ORM)."""
 
     name: str
     target: str
     mode: str
+    path: str
     nth: int = 1
     # Whether the turn's close had committed before the fault (the turn keeps its status).
     after_close: bool = False
@@ -170,29 +180,52 @@ class Step:
 
 TURNS = "sessions.services.turns"
 CALLS = f"{TURNS}.calls"
+# Steps both write paths share.
+SHARED = [
+    ("speaker resolution (routing)", "sessions.routing:validate_routing", "orchestrator", 1),
+    ("budgeting a later speaker", f"{TURNS}.execution:prepare_call", "round_table", 1),
+    ("reserving for a later speaker", f"{CALLS}:credits_reserve", "round_table", 1),
+    ("gateway selection", "sessions.services.provider_calls:gateway_for_model", "round_table", 1),
+    ("the call", f"{CALLS}:provider_call", "round_table", 1),
+    ("the audit's row", f"{CALLS}:audit_row", "round_table", 1),
+    ("the close", f"{TURNS}.execution:turn_close", "round_table", 1),
+]
+# Each path's own writes.
+OWN = {
+    ORM: [
+        ("the call's write", f"{CALLS}:record_call", "round_table", 1),
+        ("the call event's write", f"{CALLS}:call_event_record", "round_table", 1),
+        ("the progress write", f"{CALLS}:touch", "round_table", 1),
+        ("a later speaker's write", f"{CALLS}:record_call", "round_table", 2),
+        ("the single speaker's write", f"{CALLS}:record_call", "manual", 1),
+    ],
+    ONE_STATEMENT: [
+        ("the call's write", "sessions.sql:call_write", "round_table", 1),
+        ("the call event's rows", "usage.sql:record_ctes", "round_table", 1),
+        ("the statement", "pantheon.sql:run", "round_table", 2),  # the 1st opened the turn
+        ("a later speaker's write", "sessions.sql:call_write", "round_table", 2),
+        ("the single speaker's write", "sessions.sql:call_write", "manual", 1),
+    ],
+}
 STEPS = [
-    Step("speaker resolution (routing)", "sessions.routing:validate_routing", "orchestrator"),
-    Step("budgeting a later speaker", f"{TURNS}.execution:prepare_call", "round_table"),
-    Step("reserving for a later speaker", f"{CALLS}:credits_reserve", "round_table"),
-    Step("gateway selection", "sessions.services.provider_calls:gateway_for_model", "round_table"),
-    Step("the call", f"{CALLS}:provider_call", "round_table"),
-    Step("the call's write", f"{CALLS}:record_call", "round_table"),
-    Step("the call event's write", f"{CALLS}:call_event_write", "round_table"),
-    Step("the audit's write", f"{CALLS}:audit_write", "round_table"),
-    Step("the progress write", f"{CALLS}:touch", "round_table"),
-    Step("a later speaker's write", f"{CALLS}:record_call", "round_table", nth=2),
-    Step("the close", f"{TURNS}.execution:turn_close", "round_table"),
+    Step(name, target, mode, path, nth)
+    for path in (ONE_STATEMENT, ORM)
+    for name, target, mode, nth in [*SHARED, *OWN[path]]
+] + [
     Step(
         "rendering after the close",
         "sessions.selectors:turn_with_details_from",
         "round_table",
+        path,
         after_close=True,
-    ),
-    Step("the single speaker's write", f"{CALLS}:record_call", "manual"),
+    )
+    for path in (ONE_STATEMENT, ORM)
 ]
 
 
 def _inject(monkeypatch: pytest.MonkeyPatch, step: Step) -> None:
+    if step.path == ORM:
+        monkeypatch.setattr(sql, "available", lambda: False)
     module_name, attribute = step.target.split(":")
     module = __import__(module_name, fromlist=[attribute])
     original: Callable[..., Any] = getattr(module, attribute)
@@ -236,7 +269,7 @@ def _events(text: str) -> list[tuple[str, Any]]:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
-@pytest.mark.parametrize("step", STEPS, ids=[s.name for s in STEPS])
+@pytest.mark.parametrize("step", STEPS, ids=[f"{s.path}: {s.name}" for s in STEPS])
 def test_a_fault_at_any_step_closes_the_turn(  # type: ignore[no-untyped-def]
     db, llm_stub, monkeypatch, step: Step, stream: bool
 ) -> None:
@@ -282,7 +315,7 @@ def test_a_fault_at_any_step_closes_the_turn(  # type: ignore[no-untyped-def]
 
 def test_a_fault_is_answered_the_same_on_idempotent_replay(db, llm_stub, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     room = Room(mode="round_table")
-    step = Step("the close", f"{TURNS}.execution:turn_close", "round_table")
+    step = Step("the close", f"{TURNS}.execution:turn_close", "round_table", ONE_STATEMENT)
     _inject(monkeypatch, step)
     headers = {"HTTP_IDEMPOTENCY_KEY": "fault-1"}
     path = f"/api/v1/sessions/{room.session.id}/turns"
@@ -294,15 +327,23 @@ def test_a_fault_is_answered_the_same_on_idempotent_replay(db, llm_stub, monkeyp
     assert replay.json() == first.json()
 
 
-def test_credits_are_not_lost_when_a_write_fails(db, llm_stub, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "step",
+    [
+        Step("the call's write", "sessions.sql:call_write", "round_table", ONE_STATEMENT),
+        Step("the call's write", f"{CALLS}:record_call", "round_table", ORM),
+    ],
+    ids=[ONE_STATEMENT, ORM],
+)
+def test_credits_are_not_lost_when_a_write_fails(db, llm_stub, monkeypatch, step: Step) -> None:  # type: ignore[no-untyped-def]
     room = Room(mode="round_table")
     before = room.user.credit_account.balance_micro
-    _inject(monkeypatch, Step("the call's write", f"{CALLS}:record_call", "round_table"))
+    _inject(monkeypatch, step)
     llm_stub.enqueue(
         StubReply(text="Ada here.", usage={"prompt_tokens": 50, "completion_tokens": 7})
     )
 
-    status, body = _post(room, Step("x", "", "round_table"), stream=False)
+    status, body = _post(room, step, stream=False)
     assert status == 502
     event = LlmCallEvent.objects.get(turn_id=body["error"]["details"]["turn_id"])
     assert event.status == "ok" and event.input_tokens == 50 and event.output_tokens == 7

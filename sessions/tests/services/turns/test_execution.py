@@ -13,7 +13,7 @@ from sessions.tests.builders import FAILING, MINI, Room, ledger_ok, script_routi
 from testing.stub_llm import StubReply
 from usage.models import LlmCallEvent
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("write_path")]
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from sessions.tests.builders import Setup, single_agent
 from testing.db_faults import wait_for
 from testing.stub_llm import LlmStub, StubReply
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("write_path")]
 
 
 def _age(key: str, hours: float) -> None:

@@ -9,7 +9,7 @@ from sessions.models import TurnContextAudit
 from sessions.tests.builders import MANAGER, Room, ledger_ok, script_routing
 from usage.models import LlmCallEvent
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("write_path")]
 
 
 @pytest.fixture

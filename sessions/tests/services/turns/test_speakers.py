@@ -8,7 +8,7 @@ import pytest
 from sessions.models import Message, Turn
 from sessions.tests.builders import Room
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("write_path")]
 
 
 @pytest.fixture
