@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--turns", type=int, default=100)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--dump", help="also write the raw cProfile stats to this file")
     args = parser.parse_args(argv)
 
     from testing.stub_llm import LlmStub
@@ -77,11 +78,35 @@ def main(argv: list[str] | None = None) -> None:
         f"CPU per turn without the profiler (this process, stub thread included): "
         f"{cpu_ms:.1f} ms over {args.turns} turns\n"
     )
+    if args.dump:
+        profiler.dump_stats(args.dump)
+    print("--- own time by package ---")
+    print(by_package(pstats.Stats(profiler)))
     for sort in ("cumulative", "tottime"):
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(sort).print_stats(args.top)
         print(f"--- by {sort} ---")
         print(out.getvalue())
+
+
+def by_package(stats: pstats.Stats, top: int = 25) -> str:
+    """Own time summed by where the code lives: a third-party package, a project app, or the
+    standard library — the shares a profile's long function list hides."""
+    totals: dict[str, float] = {}
+    for (filename, _line, _name), row in stats.stats.items():  # type: ignore[attr-defined]
+        own = row[2]
+        if "site-packages/" in filename:
+            key = filename.split("site-packages/")[1].split("/")[0]
+        elif filename.startswith(("~", "<")):
+            key = "(built-in)"
+        elif "/lib/python3" in filename:
+            key = "(stdlib) " + filename.rsplit("/", 1)[-1]
+        else:
+            key = "project: " + os.path.relpath(filename).split("/")[0]
+        totals[key] = totals.get(key, 0.0) + own
+    whole = sum(totals.values()) or 1.0
+    rows = sorted(totals.items(), key=lambda item: -item[1])[:top]
+    return "\n".join(f"{own / whole * 100:5.1f} %  {key}" for key, own in rows)
 
 
 if __name__ == "__main__":
