@@ -32,12 +32,13 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/api/v1/health', timeout=4).status != 200)"]
 
-CMD ["gunicorn", "pantheon.asgi:application", \
+# No access log: the application writes one JSON line per request. scripts/gunicorn.conf.py keeps
+# a graceful stop's worker exits out of the error log.
+CMD ["gunicorn", "-c", "scripts/gunicorn.conf.py", "pantheon.asgi:application", \
      "--preload", \
      "-k", "uvicorn_worker.UvicornWorker", \
      "--bind", "0.0.0.0:8000", \
      "--workers", "2", \
      "--timeout", "120", \
      "--graceful-timeout", "30", \
-     "--keep-alive", "5", \
-     "--access-logfile", "-"]
+     "--keep-alive", "5"]

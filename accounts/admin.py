@@ -164,7 +164,8 @@ class RevokedFilter(admin.SimpleListFilter):
 class ApiKeyAdmin(SafeLookupsMixin, admin.ModelAdmin):
     """Read-only view of every key; the one write is the "revoke" action."""
 
-    list_display = ("prefix", "name", "user", *_API_KEY_FIELDS[2:])
+    # What staff scan; when a key was created is on its page.
+    list_display = ("prefix", "name", "user", "last_used_at", "expires_at", "revoked_at")
     list_filter = (RevokedFilter,)
     search_fields = ("prefix", "user__email")
     list_select_related = ("user",)
@@ -189,6 +190,12 @@ class ApiKeyAdmin(SafeLookupsMixin, admin.ModelAdmin):
 
 
 # --- Django's groups and django-axes' login records, with the NUL guard ----------------------
+# The login records list what staff scan; the browser's user agent is on each record's page.
+
+
+def _without_user_agent(columns: Any) -> list[str]:
+    return [column for column in columns if column != "user_agent"]
+
 
 admin.site.unregister(Group)
 admin.site.unregister(AccessAttempt)
@@ -205,12 +212,18 @@ class GroupAdmin(SafeLookupsMixin, DjangoGroupAdmin):
 class AccessAttemptAdmin(SafeLookupsMixin, AxesAccessAttemptAdmin):
     """Failed admin logins counting towards a lockout (django-axes)."""
 
+    list_display = _without_user_agent(AxesAccessAttemptAdmin.list_display)
+
 
 @admin.register(AccessLog)
 class AccessLogAdmin(SafeLookupsMixin, AxesAccessLogAdmin):
     """Successful admin logins and logouts (django-axes)."""
 
+    list_display = _without_user_agent(AxesAccessLogAdmin.list_display)
+
 
 @admin.register(AccessFailureLog)
 class AccessFailureLogAdmin(SafeLookupsMixin, AxesAccessFailureLogAdmin):
     """Every failed admin login, when AXES_ENABLE_ACCESS_FAILURE_LOG is on (django-axes)."""
+
+    list_display = _without_user_agent(AxesAccessFailureLogAdmin.list_display)

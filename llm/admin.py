@@ -134,9 +134,9 @@ class ProviderAdmin(CatalogFreshnessMixin, SafeLookupsMixin, admin.ModelAdmin):
 
 @admin.register(ModelConfig)
 class ModelConfigAdmin(CatalogFreshnessMixin, SafeLookupsMixin, admin.ModelAdmin):
+    # What staff scan (the id names the model); the display name is on the model's page.
     list_display = (
         "id",
-        "display_name",
         "provider",
         "context_window",
         "max_output_tokens",

@@ -3,8 +3,9 @@
 It is what runs when no provider key is configured, so a first run works on any machine. Replies
 say plainly that they come from the offline model and echo a short digest of the last user
 message; they stream in several deltas like a real model. Structured-output requests get a
-schema-valid object built from the schema; enum choices prefer the `@handles` the last user
-message mentions, so orchestrator routing behaves sensibly offline.
+schema-valid object (`llm.offline_structured`): orchestrator routing by @mention or keyword match
+with a reason that says which, and extractive session summaries that cite their turns, so a first
+run shows what these features do without pretending a model reasoned about them.
 
 Token counts come from the real tokenizer and are reported as `source="provider"`: the offline
 model *is* the provider here, and these are its own exact counts, not an estimate of someone
@@ -23,12 +24,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from llm.gateway import GatewayError, GatewayRequest, GatewayResponse, ProviderConfig, TokenUsage
-from llm.json_schema import schema_example
+from llm.offline_structured import OFFLINE_LABEL, structured_answer
 from llm.tokenizer import count_message_tokens, count_tokens, get_encoding
 
 OFFLINE_PROVIDER = ProviderConfig(name="offline", kind="offline")
-OFFLINE_LABEL = "[offline model]"
-_MENTION = re.compile(r"(?<![\w.@])@([A-Za-z][A-Za-z0-9_-]{0,31})\b")
+__all__ = ["OFFLINE_LABEL", "OFFLINE_PROVIDER", "OfflineGateway", "OfflineStream", "offline_reply"]
 _ECHO_CHARS = 80
 
 
@@ -44,9 +44,7 @@ def offline_reply(request: GatewayRequest) -> str:
     """The offline model's deterministic reply text for `request`."""
     last = _last_user_message(request)
     if request.json_schema is not None:
-        prefer = [handle.lower() for handle in _MENTION.findall(last)]
-        text = f"{OFFLINE_LABEL} routed by mention (digest {_digest(last)})"
-        value = schema_example(request.json_schema, text=text, prefer=prefer)
+        value = structured_answer(request.messages, request.json_schema)
         return json.dumps(value, ensure_ascii=False)
     echo = " ".join(last.split())
     if len(echo) > _ECHO_CHARS:

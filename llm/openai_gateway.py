@@ -37,7 +37,9 @@ from llm.json_schema import schema_errors
 from llm.openai_wire import (
     chunk_error_text,
     drain_events,
+    opening,
     retry_after_seconds,
+    shutdown_pending,
     shutdown_socket,
     sse_data,
     status_error_message,
@@ -48,6 +50,10 @@ from llm.tokenizer import count_message_tokens, count_tokens
 
 # First backoff step when the provider gives no Retry-After; doubles per attempt, with jitter.
 RETRY_BACKOFF_BASE_SECONDS = 0.25
+# A cancel before the answer's headers looks for the request's connection this often, this many
+# times (the request may still be on its way to a connection).
+_STOP_PENDING_EVERY = 0.02
+_STOP_PENDING_TRIES = 100
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ class OpenAIChatStream:
         self._finished_ms: int | None = None  # when [DONE] arrived
         self._response: GatewayResponse | None = None
         self._error: GatewayError | None = None
+        self._open_ended = threading.Event()  # the request was answered, or failed
 
     # --- the protocol -----------------------------------------------------------------------
 
@@ -134,6 +141,17 @@ class OpenAIChatStream:
             shutdown_socket(sdk_stream.response)
             if reader is None or reader == threading.get_ident():
                 sdk_stream.close()
+        elif self._opened:
+            # No answer yet: the request waits in the connection pool for its headers.
+            threading.Thread(target=self._stop_pending, daemon=True).start()
+
+    def _stop_pending(self) -> None:
+        """Shut the waiting request's connection down — retried briefly: the request may still
+        be on its way to a connection — until it is stopped or the call has ended."""
+        http_client = self._gateway.client._client
+        for _ in range(_STOP_PENDING_TRIES):
+            if shutdown_pending(http_client, self) or self._open_ended.wait(_STOP_PENDING_EVERY):
+                return
 
     @property
     def response(self) -> GatewayResponse:
@@ -262,6 +280,12 @@ class OpenAIChatStream:
     def _open(self) -> openai.Stream[Any]:
         """Send the request (with the retry budget) and return the SDK stream once the
         provider's headers arrived."""
+        try:
+            return self._open_with_retries()
+        finally:
+            self._open_ended.set()
+
+    def _open_with_retries(self) -> openai.Stream[Any]:
         policy = self._gateway.policy
         body, timeout = self._request_body(), self._timeout()
         attempt = 0
@@ -270,15 +294,17 @@ class OpenAIChatStream:
                 self._opened = True
                 # `client.post` with a plain JSON body: the same request, headers, auth and
                 # stream decoding as `chat.completions.create`, without its recursive
-                # TypedDict transformation of the parameters (≈10 % of a turn's CPU).
-                sdk_stream = self._gateway.client.post(
-                    "/chat/completions",
-                    body=body,
-                    cast_to=ChatCompletion,
-                    stream=True,
-                    stream_cls=openai.Stream[ChatCompletionChunk],
-                    options={"timeout": timeout, "security": {"bearer_auth": True}},
-                )
+                # TypedDict transformation of the parameters (≈10 % of a turn's CPU). The
+                # request is tagged as this call's, so `close()` can stop it before it answers.
+                with opening(self):
+                    sdk_stream = self._gateway.client.post(
+                        "/chat/completions",
+                        body=body,
+                        cast_to=ChatCompletion,
+                        stream=True,
+                        stream_cls=openai.Stream[ChatCompletionChunk],
+                        options={"timeout": timeout, "security": {"bearer_auth": True}},
+                    )
                 break
             except openai.APITimeoutError as exc:
                 raise self._fail("timeout", "The provider did not answer in time.") from exc

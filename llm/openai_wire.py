@@ -7,6 +7,7 @@ lenient about shape."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import itertools
 import socket
 import time
@@ -20,14 +21,65 @@ import openai
 from llm.gateway import TokenUsage
 
 
+def _shutdown(network_stream: Any) -> bool:
+    sock = network_stream.get_extra_info("socket") if network_stream is not None else None
+    if sock is None:
+        return False
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+    return True
+
+
 def shutdown_socket(response: httpx.Response) -> None:
     """Shut the connection's socket down, which also wakes a read blocked in another thread
     (closing the file descriptor alone would not)."""
-    network_stream = response.extensions.get("network_stream")
-    sock = network_stream.get_extra_info("socket") if network_stream is not None else None
-    if sock is not None:
-        with contextlib.suppress(OSError):  # already closed
-            sock.shutdown(socket.SHUT_RDWR)
+    _shutdown(response.extensions.get("network_stream"))
+
+
+# --- cancelling a call that has no response yet ------------------------------------------------
+#
+# Before the provider's headers arrive there is no response to reach the socket through: the
+# request sits in httpx's connection pool, and a thread is blocked reading its answer. The call
+# being opened tags its request (an httpx request hook, in the opening thread); `close()` from
+# any other thread then finds the pooled connection that carries that request and shuts its
+# socket down, so a provider that has not sent a byte is stopped too.
+
+_CALL_EXTENSION = "pantheon_call"
+_opening: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "pantheon_call_opening", default=None
+)
+
+
+@contextlib.contextmanager
+def opening(call: object) -> Iterator[None]:
+    """Within the block, requests sent by this thread are tagged as `call`'s."""
+    token = _opening.set(call)
+    try:
+        yield
+    finally:
+        _opening.reset(token)
+
+
+def tag_request(request: httpx.Request) -> None:
+    """httpx request hook: tag the request with the call being opened in this thread."""
+    call = _opening.get()
+    if call is not None:
+        request.extensions[_CALL_EXTENSION] = call
+
+
+def shutdown_pending(client: httpx.Client, call: object) -> bool:
+    """Shut down the socket of the pooled connection carrying `call`'s request while it waits
+    for its answer. False when there is none (not sent yet, still queued for a connection,
+    already answered). Reads httpcore's pool (httpcore 1.0: `_requests`, each with `request`
+    and `connection`, whose `_connection._network_stream` is the socket's stream); a test
+    fails if an upgrade moves them."""
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    for pool_request in list(getattr(pool, "_requests", None) or ()):
+        if pool_request.request.extensions.get(_CALL_EXTENSION) is not call:
+            continue
+        connection = getattr(pool_request.connection, "_connection", None)
+        return _shutdown(getattr(connection, "_network_stream", None))
+    return False
 
 
 def sse_data(lines: Iterator[str]) -> Iterator[str]:

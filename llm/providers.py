@@ -27,6 +27,7 @@ from llm.gateway import Gateway, GatewayError, ProviderConfig
 from llm.models import ModelConfig, Provider, ProviderKind
 from llm.offline_gateway import OFFLINE_PROVIDER, OfflineGateway
 from llm.openai_gateway import GatewayPolicy, OpenAICompatibleGateway
+from llm.openai_wire import tag_request
 from llm.selectors import model_get
 from pantheon.process_cache import ProcessCache
 
@@ -120,16 +121,21 @@ def openai_client(*, base_url: str, api_key: str) -> openai.OpenAI:
         with _clients_lock:
             client = _clients.get(key)
             if client is None:
+                timeout = httpx.Timeout(
+                    settings.LLM_READ_TIMEOUT_SECONDS, connect=settings.LLM_CONNECT_TIMEOUT_SECONDS
+                )
                 client = openai.OpenAI(
                     base_url=base_url,
                     api_key=api_key or _NO_KEY,
                     # Retries are the gateway's own (bounded, Retry-After aware): never stacked.
                     max_retries=0,
-                    timeout=httpx.Timeout(
-                        settings.LLM_READ_TIMEOUT_SECONDS,
-                        connect=settings.LLM_CONNECT_TIMEOUT_SECONDS,
-                    ),
+                    timeout=timeout,
                     default_headers={"X-Title": "Pantheon"},
+                    # The SDK's own httpx client, with the hook that lets a cancel find a
+                    # request still waiting for its answer (llm.openai_wire).
+                    http_client=openai.DefaultHttpxClient(
+                        timeout=timeout, event_hooks={"request": [tag_request]}
+                    ),
                 )
                 _clients[key] = client
     return client

@@ -1,25 +1,37 @@
-"""Admin plumbing shared by every app's `admin.py`: the changelist NUL guard, read-only bases
-for audit-like records, the soft-delete filter, changelist totals, links between admin pages and
-the small related-rows table of change pages. It lives here, in the project package, so no app
-imports another app's admin to reuse it.
+"""Admin plumbing shared by every app's `admin.py`: the console's name, the changelist NUL guard,
+read-only bases for audit-like records, the soft-delete filter, changelist totals, changelists
+narrowed to one parent, links between admin pages and the small related-rows table of change
+pages. It lives here, in the project package, so no app imports another app's admin to reuse it.
 
-Not an installed app: admin autodiscovery never imports this module, it only provides classes.
+Not an installed app: admin autodiscovery never imports this module itself, but every app's
+`admin.py` does, so the site is named before the first request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import display_for_value
+from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.text import capfirst
 
 # How many related rows a change page lists before it links to the full changelist.
 RECENT_ROWS = 20
+# What an empty cell shows, as on Django's own changelists.
+EMPTY = "-"
+
+# The console's name, in the header, the browser tab and on the index page.
+admin.site.site_header = "Pantheon staff console"
+admin.site.site_title = "Pantheon staff console"
+admin.site.index_title = "Overview"
 
 
 class SafeLookupsMixin:
@@ -98,6 +110,48 @@ class TotalsChangeListMixin:
         return response
 
 
+class ScopedChangelistMixin:
+    """A changelist narrowed to one parent row (`?<scope_parameter>=<pk>`, the link a parent's
+    page gives) names that parent once, in the page heading, instead of on every row: the
+    `scope_columns` that would only repeat it are left out. One query loads the parent."""
+
+    scope_parameter: str = ""
+    scope_columns: tuple[str, ...] = ()
+
+    def scope_parent(self, pk: str) -> Model | None:
+        """The parent row `pk` names, None when there is none."""
+        raise NotImplementedError
+
+    def scope_details(self, parent: Any) -> list[str]:
+        """Links shown under the heading, e.g. the parent's own owner."""
+        return []
+
+    def get_list_display(self, request: HttpRequest) -> Sequence[Any]:
+        columns = super().get_list_display(request)  # type: ignore[misc]
+        if not request.GET.get(self.scope_parameter):
+            return columns
+        return [column for column in columns if column not in self.scope_columns]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        pk = request.GET.get(self.scope_parameter)
+        try:
+            parent = self.scope_parent(pk) if pk else None
+        except (ValidationError, ValueError):  # not a primary key: the changelist says so
+            parent = None
+        if parent is not None:
+            plural = capfirst(self.model._meta.verbose_name_plural)  # type: ignore[attr-defined]
+            scope = {"label": f"{plural} of", "parent": admin_link(parent)}
+            scope["details"] = self.scope_details(parent)
+            extra_context = {
+                "title": f"{plural} of {parent}",
+                "scope": scope,
+                **(extra_context or {}),
+            }
+        return super().changelist_view(request, extra_context)  # type: ignore[misc]
+
+
 # --- links between admin pages ------------------------------------------------------------------
 
 
@@ -106,7 +160,7 @@ def change_link(viewname: str, pk: Any, text: Any) -> str:
     the row (for plain UUID columns naming another app's rows): "-" for no pk, plain text when
     that model has no admin."""
     if pk is None:
-        return "-"
+        return EMPTY
     try:
         url = reverse(f"admin:{viewname}_change", args=[pk])
     except NoReverseMatch:
@@ -117,7 +171,7 @@ def change_link(viewname: str, pk: Any, text: Any) -> str:
 def admin_link(obj: Model | None) -> str:
     """A link to `obj`'s admin change page, labelled with `obj` ("-" for None)."""
     if obj is None:
-        return "-"
+        return EMPTY
     return change_link(f"{obj._meta.app_label}_{obj._meta.model_name}", obj.pk, obj)
 
 
@@ -129,15 +183,30 @@ def changelist_link(viewname: str, text: str, **filters: Any) -> str:
     return format_html('<a href="{}?{}">{}</a>', url, query, text)
 
 
+def status_with_error(status: str, error_code: str) -> str:
+    """A status cell: the status, and under it the error code when there is one."""
+    if not error_code:
+        return status
+    return format_html('{}<br><span class="quiet">{}</span>', status, error_code)
+
+
 def related_table(headers: tuple[str, ...], rows: list[tuple[Any, ...]], empty: str) -> SafeString:
     """A small read-only HTML table of related rows for a change page (cells are escaped unless
-    already safe, such as links); `empty` is the sentence shown when there are no rows."""
+    already safe, such as links; dates and empty values shown as the admin shows them); `empty`
+    is the sentence shown when there are no rows."""
     if not rows:
         return format_html("<p>{}</p>", empty)
     head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
     body = format_html_join(
         "",
         "<tr>{}</tr>",
-        ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in rows),
+        ((format_html_join("", "<td>{}</td>", ((_cell(cell),) for cell in row)),) for row in rows),
     )
     return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
+
+
+def _cell(value: Any) -> Any:
+    """A value as a changelist cell shows it: dates in the admin's format, None as "-"."""
+    if isinstance(value, SafeString):
+        return value
+    return display_for_value(value, EMPTY)

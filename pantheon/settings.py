@@ -390,6 +390,10 @@ if PRICING_PUBLISH_LEAD_SECONDS <= PRICING_CACHE_SECONDS and (
     )
 
 # --- Celery ------------------------------------------------------------------------------------
+# Empty means "no broker" (scripts/run.sh sets that when Redis does not answer): nothing connects
+# to a broker, summaries are generated in the web process after the turn's commit
+# (`summary_enqueue`), and there is no beat. A configured broker that is down is another case:
+# summaries stay `pending` until the sweep.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 

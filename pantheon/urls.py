@@ -10,7 +10,13 @@ from django.views.generic import RedirectView
 
 from accounts.api.urls import api_urls as accounts_api_urls
 from llm.api.urls import api_urls as llm_api_urls
-from pantheon.api.views import DocsView, HealthView, NotFoundView, SchemaView
+from pantheon.api.views import (
+    DocsView,
+    HealthView,
+    NotFoundView,
+    SchemaView,
+    SlashRedirectView,
+)
 from usage.selectors import credits_for_user, current_prices
 
 api_v1 = [
@@ -24,6 +30,9 @@ api_v1 = [
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/api/docs/", permanent=False)),
+    # The two pages people type without their slash; the API itself never redirects.
+    path("admin", SlashRedirectView.as_view()),
+    path("api/docs", SlashRedirectView.as_view()),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SchemaView.as_view(), name="schema"),

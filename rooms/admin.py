@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
 from llm.models import ModelConfig
 from pantheon.admin import DeletedFilter, SafeLookupsMixin, admin_link
-from rooms.models import Agent, Room
+from rooms.models import HANDLE_UNIQUE_CONSTRAINT, Agent, Room
 
 
 class AgentInline(admin.TabularInline):
@@ -38,11 +40,11 @@ class AgentInline(admin.TabularInline):
 
 @admin.register(Room)
 class RoomAdmin(SafeLookupsMixin, admin.ModelAdmin):
+    # What staff scan; the manager model and the description are on the room's page.
     list_display = (
         "name",
         "owner_link",
         "default_mode",
-        "manager_model_id",
         "agent_count",
         "created_at",
         "deleted_at",
@@ -51,7 +53,8 @@ class RoomAdmin(SafeLookupsMixin, admin.ModelAdmin):
     list_filter = ("default_mode", DeletedFilter)
     search_fields = ("name", "owner__email")
     raw_id_fields = ("owner",)
-    readonly_fields = ("id", "created_at", "updated_at")
+    # Deleting is the product's (`room_delete`, through the API), never a date typed here.
+    readonly_fields = ("id", "created_at", "updated_at", "deleted_at")
     date_hierarchy = "created_at"
     show_full_result_count = False
     inlines = (AgentInline,)
@@ -78,8 +81,29 @@ class RoomAdmin(SafeLookupsMixin, admin.ModelAdmin):
         return room._agent_count  # type: ignore[attr-defined]
 
 
+class AgentForm(forms.ModelForm):
+    """The agent change form (its fields are the admin's). Django skips a constraint whose
+    condition reads a field the form leaves out, and `deleted_at` is read-only here: the handle's
+    uniqueness among the room's live agents is checked again, with it, so a taken handle is a
+    form error, never a 500."""
+
+    def validate_unique(self) -> None:
+        super().validate_unique()
+        (handle_unique,) = (
+            c for c in Agent._meta.constraints if c.name == HANDLE_UNIQUE_CONSTRAINT
+        )
+        try:
+            handle_unique.validate(Agent, self.instance, exclude=set(self.errors))
+        except ValidationError:
+            handle = self.instance.handle
+            self.add_error(
+                "handle", f"An agent with the handle '{handle}' is already in this room."
+            )
+
+
 @admin.register(Agent)
 class AgentAdmin(SafeLookupsMixin, admin.ModelAdmin):
+    form = AgentForm
     list_display = (
         "handle",
         "name",
@@ -93,7 +117,8 @@ class AgentAdmin(SafeLookupsMixin, admin.ModelAdmin):
     list_filter = ("is_active", DeletedFilter)
     search_fields = ("handle", "name", "room__name", "room__owner__email")
     raw_id_fields = ("room",)
-    readonly_fields = ("id", "created_at", "updated_at")
+    # Deleting is the product's (`agent_delete`, through the API), never a date typed here.
+    readonly_fields = ("id", "created_at", "updated_at", "deleted_at")
     show_full_result_count = False
 
     @admin.display(description="room", ordering="room__name")

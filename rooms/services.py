@@ -42,7 +42,12 @@ def _invalid(field: str, message: str) -> ApplicationError:
 def _active_model(model_id: str, *, field: str) -> ModelConfig:
     model = ModelConfig.objects.filter(pk=model_id, is_active=True).first()
     if model is None:
-        raise _invalid(field, f"'{model_id}' is not an active model of the catalog.")
+        # Staff retire and add models at any time: point the client at the current list.
+        message = (
+            f"'{model_id}' is not an active model of the catalog; "
+            "GET /api/v1/models lists the models you can use."
+        )
+        raise ApplicationError(message, code="validation_error", details={field: [message]})
     return model
 
 

@@ -38,7 +38,14 @@ class Session(models.Model):
         indexes = [models.Index(fields=["room", "-created_at"], name="sessions_room_created")]
 
     def __str__(self) -> str:
-        return self.title or str(self.id)
+        if self.title:
+            return self.title
+        # "Session N of <room>": N is annotated by the querysets that show sessions (the admin's
+        # `numbered_sessions`), never counted here, where it would cost a query per session.
+        number = getattr(self, "number_in_room", None)
+        if number is None:
+            return f"Session {self.id}"
+        return f"Session {number} of {self.room}"
 
 
 class TurnStatus(models.TextChoices):
@@ -67,9 +74,15 @@ class Turn(models.Model):
     fallback_used = models.BooleanField(default=False)
     fallback_reason = models.TextField(blank=True, default="")
     error_code = models.CharField(max_length=64, blank=True, default="")
+    # The agents chosen to answer, in their order (manual: the addressed; round table: the
+    # active agents then; orchestrator: the routed list): what a retry of the turn covers.
+    speaker_ids = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     progress_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # A cancel asked for while it ran: when, and who (`api key pan_…`, a user, staff).
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_by = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         db_table = "turns"
@@ -92,7 +105,7 @@ class Turn(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"turn {self.turn_index} of {self.session_id}"
+        return f"Turn {self.turn_index}"
 
 
 class MessageRole(models.TextChoices):
@@ -105,6 +118,8 @@ class MessageStatus(models.TextChoices):
     OK = "ok"
     ERROR = "error"
     INTERRUPTED = "interrupted"
+    # Replaced by a retry's new reply: kept for staff, never shown in the turn or prompted.
+    SUPERSEDED = "superseded"
 
 
 class Message(models.Model):
@@ -138,7 +153,7 @@ class Message(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.role} message {self.id}"
+        return f"{self.get_role_display()} message {self.sequence}"
 
 
 class SummaryStatus(models.TextChoices):
@@ -196,7 +211,7 @@ class SessionSummary(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"summary of {self.session_id} to turn {self.last_turn_covered} ({self.status})"
+        return f"Summary to turn {self.last_turn_covered}"
 
 
 class AuditOutcome(models.TextChoices):
@@ -244,7 +259,7 @@ class TurnContextAudit(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"context audit {self.id} ({self.outcome})"
+        return f"Context audit: {self.model} ({self.outcome})"
 
 
 class IdempotencyStatus(models.TextChoices):

@@ -126,10 +126,16 @@ class HistoryMessage:
     content: str
 
 
-def history_for_prompt(*, session_id: UUID, after_turn_index: int) -> list[HistoryMessage]:
-    """Messages of the finished turns after the summary boundary, oldest first (one query)."""
+def history_for_prompt(
+    *, session_id: UUID, after_turn_index: int, before_turn_index: int | None = None
+) -> list[HistoryMessage]:
+    """Messages of the finished turns after the summary boundary (and before
+    `before_turn_index`: a retry's own turn is not its history), oldest first (one query)."""
+    messages = Message.objects.all()
+    if before_turn_index is not None:
+        messages = messages.filter(turn__turn_index__lt=before_turn_index)
     rows = (
-        Message.objects.filter(
+        messages.filter(
             # Both filters: the turn range must be the session's own, so the planner walks this
             # session's turns by (session, turn_index) instead of every session's.
             session_id=session_id,
@@ -170,7 +176,10 @@ def turns_with_details(turns: QuerySet[Turn]) -> list[Turn]:
         turns.prefetch_related(
             Prefetch(
                 "messages",
-                queryset=Message.objects.select_related("agent").order_by("sequence", "created_at"),
+                # A reply a retry replaced is kept for staff, never shown in the turn.
+                queryset=Message.objects.exclude(status=MessageStatus.SUPERSEDED)
+                .select_related("agent")
+                .order_by("sequence", "created_at"),
             ),
             Prefetch(
                 "context_audits",
@@ -252,8 +261,14 @@ def turn_get_by_id(*, turn_id: UUID) -> Turn:
     return turns_with_details(Turn.objects.filter(pk=turn_id))[0]
 
 
-def messages_for_session(*, session_id: UUID) -> QuerySet[Message]:
-    return Message.objects.filter(session_id=session_id).select_related("agent", "turn")
+def messages_for_session(
+    *, session_id: UUID, include_superseded: bool = False
+) -> QuerySet[Message]:
+    """The session's messages; replies a retry replaced only when asked for."""
+    messages = Message.objects.filter(session_id=session_id).select_related("agent", "turn")
+    if not include_superseded:
+        messages = messages.exclude(status=MessageStatus.SUPERSEDED)
+    return messages
 
 
 def summary_latest(*, session_id: UUID) -> SessionSummary | None:

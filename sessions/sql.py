@@ -98,6 +98,12 @@ def turn_open(
 _WRITTEN = "SELECT EXISTS (SELECT 1 FROM ev), NULL"
 _WRITTEN_WITH_SUMMARY = "SELECT EXISTS (SELECT 1 FROM ev), (SELECT id FROM q)"
 
+_SUPERSEDE = """
+UPDATE messages SET status = 'superseded'
+WHERE id = %(ss_message)s AND EXISTS (SELECT 1 FROM ev)
+RETURNING id
+"""
+
 _PROGRESS = """
 UPDATE turns SET progress_at = %(tp_now)s
 WHERE id = %(tp_turn)s AND EXISTS (SELECT 1 FROM ev)
@@ -114,10 +120,12 @@ def call_write(
     summary: SessionSummary | None,
     progress_of: UUID | None,
     now: datetime,
+    supersedes: UUID | None = None,
 ) -> tuple[bool, UUID | None]:
     """Write a call's rows (all unsaved; `message` None for a routing call, `progress_of` the
-    turn whose progress to record) in one statement. Returns whether they were written (not
-    when the event was seen before) and the id of the summary row written, if one was."""
+    turn whose progress to record, `supersedes` the reply a retry replaces) in one statement.
+    Returns whether they were written (not when the event was seen before) and the id of the
+    summary row written, if one was."""
     ctes = usage_sql.record_ctes(event=event, reservation_id=reservation_id, now=now)
     if message is not None:
         ctes.append(insert_cte("msg", message, source="ev"))
@@ -126,6 +134,8 @@ def call_write(
         ctes.append(insert_cte("q", summary, source="ev", suffix="ON CONFLICT DO NOTHING"))
     if progress_of is not None:
         ctes.append(Cte("tp", _PROGRESS, {"tp_now": now, "tp_turn": progress_of}))
+    if supersedes is not None:
+        ctes.append(Cte("ss", _SUPERSEDE, {"ss_message": supersedes}))
     written, requested = sql.run(ctes, _WRITTEN_WITH_SUMMARY if summary is not None else _WRITTEN)
     if not written:
         return False, None

@@ -101,6 +101,11 @@ class Server:
     port: int
     workers: list[int]
 
+    def worker_of(self, client_port: int) -> int | None:
+        """The worker serving the open connection from `client_port` (None once it closed)."""
+        inode = _server_socket_inode(self.port, client_port)
+        return _owner_of_socket(inode, self.workers) if inode else None
+
     def request(
         self, method: str, path: str, key: str, body: Any = None, *, timeout: float = 30
     ) -> Answer:
@@ -115,8 +120,7 @@ class Server:
             conn.request(method, path, body=payload, headers=headers)
             response = conn.getresponse()
             raw = response.read()
-            inode = _server_socket_inode(self.port, conn.sock.getsockname()[1])
-            worker = _owner_of_socket(inode, self.workers) if inode else None
+            worker = self.worker_of(conn.sock.getsockname()[1])
             return Answer(
                 status=response.status,
                 body=json.loads(raw) if raw else None,

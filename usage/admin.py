@@ -16,17 +16,22 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import display_for_value
 from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 
+from accounts.models import User
 from pantheon.admin import (
     ReadOnlyAdmin,
     SafeLookupsMixin,
+    ScopedChangelistMixin,
     TotalsChangeListMixin,
     change_link,
     changelist_link,
+    status_with_error,
 )
 from pantheon.credits import MICRO_PER_CREDIT, format_credits
 from pantheon.errors import ApplicationError
@@ -47,23 +52,36 @@ from usage.services import (
 )
 
 
+class PricingVersionFilter(admin.RelatedFieldListFilter):
+    """Pricing versions by label and status (their `__str__` also spells out a date)."""
+
+    def field_choices(self, field: Any, request: HttpRequest, model_admin: Any) -> Any:
+        versions = PricingVersion.objects.order_by("-effective_from")
+        return [(version.pk, f"{version.label} ({version.status})") for version in versions]
+
+
 @admin.register(LlmCallEvent)
-class LlmCallEventAdmin(TotalsChangeListMixin, ReadOnlyAdmin):
+class LlmCallEventAdmin(ScopedChangelistMixin, TotalsChangeListMixin, ReadOnlyAdmin):
+    # What staff scan; the tokens are in the totals above the list and on each call's page.
     list_display = (
         "created_at",
         "user_link",
-        "purpose",
-        "model",
-        "status",
-        "error_code",
+        "model_and_purpose",
+        "status_display",
         "latency_ms",
-        "input_tokens",
-        "output_tokens",
-        "oe",
         "credits",
         "turn_link",
     )
-    list_filter = ("purpose", "status", "model", "pricing_version", "usage_source")
+    # `?user=<id>` (the usage dashboard's links): the user is named once, in the heading.
+    scope_parameter = "user"
+    scope_columns = ("user_link",)
+    list_filter = (
+        "purpose",
+        "status",
+        "model",
+        ("pricing_version", PricingVersionFilter),
+        "usage_source",
+    )
     date_hierarchy = "created_at"
     search_fields = (
         "user__email",
@@ -114,7 +132,7 @@ class LlmCallEventAdmin(TotalsChangeListMixin, ReadOnlyAdmin):
             "Charge",
             {
                 "fields": (
-                    "pricing_version",
+                    "pricing_version_link",
                     "price_snapshot",
                     "cost_usd",
                     "oe_tokens",
@@ -132,6 +150,7 @@ class LlmCallEventAdmin(TotalsChangeListMixin, ReadOnlyAdmin):
         "agent_link",
         "credits",
         "ledger_link",
+        "pricing_version_link",
     )
 
     def get_urls(self) -> list[URLPattern]:
@@ -142,6 +161,9 @@ class LlmCallEventAdmin(TotalsChangeListMixin, ReadOnlyAdmin):
             path("dashboard/", dashboard, name="usage_dashboard"),
             *super().get_urls(),
         ]
+
+    def scope_parent(self, pk: str) -> User | None:
+        return User.objects.filter(pk=pk).first()
 
     def totals_of(self, queryset: QuerySet[LlmCallEvent]) -> dict[str, Any]:
         totals = call_event_totals(queryset)
@@ -157,6 +179,17 @@ class LlmCallEventAdmin(TotalsChangeListMixin, ReadOnlyAdmin):
     @admin.display(description="user", ordering="user__email")
     def user_link(self, event: LlmCallEvent) -> str:
         return change_link("accounts_user", event.user_id, event.user)
+
+    @admin.display(description="model", ordering="model")
+    def model_and_purpose(self, event: LlmCallEvent) -> str:
+        """The model, and under it what the call was for (an agent's reply, routing…)."""
+        return format_html(
+            '{}<br><span class="quiet">{}</span>', event.model, event.get_purpose_display()
+        )
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, event: LlmCallEvent) -> str:
+        return status_with_error(event.get_status_display(), event.error_code)
 
     @admin.display(description="room")
     def room_link(self, event: LlmCallEvent) -> str:
@@ -174,9 +207,14 @@ class LlmCallEventAdmin(TotalsChangeListMixin, ReadOnlyAdmin):
     def agent_link(self, event: LlmCallEvent) -> str:
         return change_link("rooms_agent", event.agent_id, event.agent_id)
 
-    @admin.display(description="OE tokens", ordering="oe_tokens")
-    def oe(self, event: LlmCallEvent) -> str:
-        return str(event.oe_tokens)
+    @admin.display(description="pricing version")
+    def pricing_version_link(self, event: LlmCallEvent) -> str:
+        version = event.pricing_version
+        if version is None:
+            return "-"
+        url = reverse("admin:usage_pricingversion_change", args=[version.pk])
+        effective = display_for_value(version.effective_from, "-")
+        return format_html('<a href="{}">{}</a> (from {})', url, version.label, effective)
 
     @admin.display(description="credits", ordering="credits_burned")
     def credits(self, event: LlmCallEvent) -> str:
@@ -211,6 +249,7 @@ class LedgerModelFilter(admin.SimpleListFilter):
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(TotalsChangeListMixin, ReadOnlyAdmin):
+    # What staff scan: the model links to the call behind the entry.
     list_display = (
         "created_at",
         "account_user",
@@ -218,9 +257,7 @@ class LedgerEntryAdmin(TotalsChangeListMixin, ReadOnlyAdmin):
         "amount",
         "balance_after",
         "event_model",
-        "event_link",
-        "note",
-        "created_by",
+        "note_display",
     )
     list_filter = ("kind", LedgerModelFilter)
     date_hierarchy = "created_at"
@@ -245,11 +282,17 @@ class LedgerEntryAdmin(TotalsChangeListMixin, ReadOnlyAdmin):
 
     @admin.display(description="model", ordering="event__model")
     def event_model(self, entry: LedgerEntry) -> str:
-        return entry.event.model if entry.event_id else "-"
+        """The model of the call behind the entry, linking to that call."""
+        if not entry.event_id:
+            return "-"
+        return change_link("usage_llmcallevent", entry.event_id, entry.event.model)
 
-    @admin.display(description="call", ordering="event__created_at")
-    def event_link(self, entry: LedgerEntry) -> str:
-        return change_link("usage_llmcallevent", entry.event_id, "call")
+    @admin.display(description="note")
+    def note_display(self, entry: LedgerEntry) -> str:
+        """The note, and who wrote the entry when staff did (a grant, an adjustment)."""
+        if entry.created_by_id is None:
+            return entry.note or "-"
+        return format_html('{} <span class="quiet">by {}</span>', entry.note, entry.created_by)
 
     @admin.display(description="amount", ordering="amount_micro")
     def amount(self, entry: LedgerEntry) -> str:

@@ -10,7 +10,7 @@ from pantheon.api.serializers import CreditsSerializer, StrictCharField, StrictI
 
 
 class MeSerializer(serializers.Serializer):
-    """The authenticated caller. `credits` is present once usage credits are wired in."""
+    """The authenticated caller, with their credits."""
 
     id = serializers.UUIDField()
     email = serializers.EmailField()
@@ -44,7 +44,7 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
 
 
 class ApiKeyCreateSerializer(StrictInputSerializer):
-    """`POST auth/api-keys`: a name, and optionally when the key stops working."""
+    """A name for the new key, and optionally when it stops working."""
 
     name = StrictCharField(max_length=100)
     expires_at = serializers.DateTimeField(

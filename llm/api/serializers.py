@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from llm.models import ModelConfig
+from pantheon.api.serializers import ModelIdField
 
 _PRICES_SCHEMA = {
     "type": "object",
@@ -16,8 +17,11 @@ _PRICES_SCHEMA = {
 
 
 class ModelConfigSerializer(serializers.ModelSerializer):
-    """A catalog model. `prices` come from the serializer context: `{"prices": {id: {...}}}`."""
+    """A model of the catalog: its `id` is what an agent's `model` and a room's `manager_model`
+    take."""
 
+    # The view passes the page's prices in the context: `{"prices": {id: {...}}}`.
+    id = ModelIdField(read_only=True)
     prices = serializers.SerializerMethodField()
 
     class Meta:

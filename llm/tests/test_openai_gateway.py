@@ -348,6 +348,39 @@ def test_close_from_another_thread_interrupts_a_blocked_read(llm_stub: LlmStub) 
     assert wait_for(lambda: llm_stub.disconnects == 1)
 
 
+@pytest.mark.parametrize("reused", [False, True], ids=["new connection", "pooled connection"])
+def test_close_stops_a_provider_that_has_not_sent_a_byte(llm_stub: LlmStub, reused: bool) -> None:
+    # The provider takes the request and never answers: no response, so no socket to reach
+    # through it. The close finds the request's connection in the pool and shuts it down.
+    if reused:  # a kept-alive connection from an earlier call carries the next one
+        gateway().complete(request())
+    llm_stub.enqueue(StubReply(hang=True))
+    stream = gateway().stream(request(timeout=30))
+    outcome: dict[str, object] = {}
+
+    def consume() -> None:
+        try:
+            list(stream)
+        except GatewayError as exc:
+            outcome["error"] = exc
+            outcome["at"] = time.monotonic()
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    assert wait_for(lambda: len(llm_stub.requests) == (2 if reused else 1))
+    time.sleep(0.1)  # the reader is blocked waiting for the answer's headers
+    closed_at = time.monotonic()
+    stream.close()
+    reader.join(timeout=5)
+
+    assert not reader.is_alive()
+    assert outcome["error"].kind == "cancelled"
+    assert outcome["at"] - closed_at < 1.0  # not the 30 s read timeout
+    assert wait_for(lambda: llm_stub.requests[-1].disconnected)
+    if reused:
+        assert llm_stub.requests[0].client_port == llm_stub.requests[1].client_port
+
+
 def test_close_before_iterating_sends_nothing(llm_stub: LlmStub) -> None:
     stream = gateway().stream(request())
     stream.close()

@@ -80,8 +80,10 @@ def _retry_after(exc: exceptions.Throttled) -> int:
     return max(1, int(exc.wait or 1))
 
 
-def _details_of(exc: exceptions.APIException) -> tuple[str, dict[str, Any]]:
+def _details_of(exc: exceptions.APIException, view: Any) -> tuple[str, dict[str, Any]]:
     detail = exc.detail
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        return _unsupported_media_type(exc, view)
     if isinstance(exc, exceptions.ValidationError):
         if isinstance(detail, dict):
             return "Invalid input.", _plain(detail)
@@ -91,6 +93,16 @@ def _details_of(exc: exceptions.APIException) -> tuple[str, dict[str, Any]]:
     if isinstance(exc, exceptions.ParseError):
         return "Malformed request body.", {"body": [str(detail)]}
     return str(detail), {}
+
+
+def _unsupported_media_type(
+    exc: exceptions.UnsupportedMediaType, view: Any
+) -> tuple[str, dict[str, Any]]:
+    """415: what was sent, and what the endpoint takes instead (the media types of its parsers,
+    `application/json` everywhere today)."""
+    parsers = view.get_parsers() if view is not None else []
+    expected = [parser.media_type for parser in parsers] or ["application/json"]
+    return f"{exc.detail} Send the body as {' or '.join(expected)}.", {"expected": expected}
 
 
 def _plain(value: Any) -> Any:
@@ -143,7 +155,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         code = _CODES.get(type(exc)) or next(
             (c for cls, c in _CODES.items() if isinstance(exc, cls)), str(exc.default_code)
         )
-        message, details = _details_of(exc)
+        message, details = _details_of(exc, context.get("view"))
         return Response(error_body(code, message, details), status=exc.status_code, headers=headers)
 
     set_rollback()

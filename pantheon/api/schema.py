@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.extensions import (
+    OpenApiAuthenticationExtension,
+    OpenApiSerializerFieldExtension,
+)
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import force_instance
 from rest_framework import serializers
 
-from pantheon.api.serializers import StrictInputSerializer
+from pantheon.api.serializers import MODEL_ID_MAX, ModelIdField, StrictInputSerializer
+
+MODEL_ID_EXAMPLE = "openai/gpt-4o-mini"
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -37,6 +42,22 @@ class BearerAuthenticationScheme(OpenApiAuthenticationExtension):
             "type": "http",
             "scheme": "bearer",
             "description": "A Pantheon API key `pan_<id>_<secret>` or a Supabase access token.",
+        }
+
+
+class ModelIdFieldSchema(OpenApiSerializerFieldExtension):
+    """`ModelIdField` as a plain string with an example, in requests and responses alike. Not an
+    enum of today's catalog: staff add and retire models while generated clients live on."""
+
+    target_class = ModelIdField
+
+    def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> dict[str, Any]:
+        return {
+            "type": "string",
+            "maxLength": MODEL_ID_MAX,
+            "example": MODEL_ID_EXAMPLE,
+            "description": "A model id of the catalog; `GET /api/v1/models` lists the models "
+            "you can use.",
         }
 
 
@@ -139,10 +160,10 @@ def drop_optional_from_required(result: dict[str, Any], **kwargs: Any) -> dict[s
 
 
 def lib_doc_excludes() -> list[type]:
-    """Classes whose docstrings never become an operation's description: drf-spectacular's own
-    list plus our API base views (their docstrings speak to developers, not API users)."""
+    """Classes whose docstrings never become a description in the schema: drf-spectacular's own
+    list plus our API base classes (their docstrings speak to developers, not API users)."""
     from drf_spectacular.plumbing import get_lib_doc_excludes
 
     from pantheon.api.views import PaginatedAPIView
 
-    return [*get_lib_doc_excludes(), PaginatedAPIView]
+    return [*get_lib_doc_excludes(), PaginatedAPIView, StrictInputSerializer]

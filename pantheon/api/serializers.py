@@ -21,6 +21,7 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 
 MAX_DB_INTEGER = 2_147_483_647  # PostgreSQL `integer`
+MODEL_ID_MAX = 128  # the catalog's primary key
 UNKNOWN_FIELD = "Unknown field."
 # A body can hold thousands of made-up keys: naming a few is enough, and keeps the answer small.
 MAX_UNKNOWN_FIELDS_REPORTED = 20
@@ -162,6 +163,17 @@ class StrictDecimalNumberField(serializers.FloatField):
             self.fail("min_value", min_value=self.min_value)
         # repr() is the shortest text that round-trips the float: 0.7 -> Decimal("0.7").
         return Decimal(repr(data)).quantize(self.quantum, rounding=ROUND_HALF_UP)
+
+
+class ModelIdField(StrictCharField):
+    """The id of a model of the catalog (`openai/gpt-4o-mini`), in request and response bodies.
+    Whether an id names an active model is a domain rule the services check (staff edit the
+    catalog at any time), so the schema describes a string with an example, never an enum: a
+    client generated today keeps working with the models added tomorrow."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", MODEL_ID_MAX)
+        super().__init__(**kwargs)
 
 
 # --- shared response bodies --------------------------------------------------------------------

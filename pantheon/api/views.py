@@ -9,6 +9,9 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import QuerySet
+from django.http import Http404, HttpRequest
+from django.urls import Resolver404, resolve
+from django.views.generic import RedirectView
 from django_filters import FilterSet
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -25,6 +28,7 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
 from pantheon.api.pagination import LimitOffsetPagination
+from pantheon.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +107,10 @@ class HealthView(APIView):
 
     @extend_schema(
         operation_id="health",
+        summary="Service health",
+        description="Whether the API and its dependencies answer: `database` and `broker` are "
+        '`"ok"` or `"unavailable"`. 200 while the database answers, 503 otherwise. No '
+        "authentication.",
         responses={
             200: inline_serializer(
                 "Health",
@@ -147,7 +155,10 @@ class _AlwaysJson(BaseContentNegotiation):
 
 class NotFoundView(APIView):
     """Any unknown path under /api/: 404 in the contract's shape, whatever the method (even one
-    Django does not know) and whatever the `Accept` header (a 404 must not become a 406)."""
+    Django does not know) and whatever the `Accept` header (a 404 must not become a 406). When
+    the path only differs from a real one by its trailing slash, the message names the real one
+    (API paths have none; the schema and docs pages have one); nothing is ever redirected here,
+    so a POST never loses its body."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -157,10 +168,45 @@ class NotFoundView(APIView):
     schema = None
 
     def _raise(self, request: Request, *args: object, **kwargs: object) -> Response:
-        raise NotFound()
+        meant = _path_meant(request.path)
+        if meant is None:
+            raise NotFound()
+        if meant.endswith("/"):
+            message = f"Not found. The page is at {meant}"
+        else:
+            message = f"Not found. API paths have no trailing slash; the path is {meant}"
+        raise ApplicationError(message, code="not_found", details={"path": meant})
 
     get = post = put = patch = delete = head = options = trace = _raise
     http_method_not_allowed = _raise
+
+
+def _path_meant(path: str) -> str | None:
+    """The routed path that `path` misses only by a trailing slash, if there is one."""
+    candidate = path[:-1] if path.endswith("/") else f"{path}/"
+    try:
+        match = resolve(candidate)
+    except Resolver404:
+        return None
+    view_class = getattr(match.func, "view_class", None) or getattr(match.func, "cls", None)
+    return None if view_class is NotFoundView else candidate
+
+
+class SlashRedirectView(RedirectView):
+    """A page's path without its trailing slash (`/admin`, `/api/docs`): GET and HEAD are
+    redirected to the page; any other method is a 404 (a redirected POST would lose its body)."""
+
+    permanent = True
+    http_method_names = ["get", "head"]
+
+    def get_redirect_url(self, *args: Any, **kwargs: Any) -> str:
+        query = self.request.META.get("QUERY_STRING", "")
+        return f"{self.request.path}/?{query}" if query else f"{self.request.path}/"
+
+    def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if request.path.startswith("/api/"):
+            return NotFoundView.as_view()(request)  # JSON, naming the page's path
+        raise Http404()
 
 
 class _JsonErrorsMixin:

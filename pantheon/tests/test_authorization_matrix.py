@@ -61,6 +61,15 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, int, int]] = [
     ("GET", "sessions/{session_id}/turns", None, 200, 404),
     ("POST", "sessions/{session_id}/turns", {"input": "@ada hello", "mode": "manual"}, 201, 404),
     ("GET", "sessions/{session_id}/turns/{turn_index}", None, 200, 404),
+    # The turn has ended: its owner is told so, anyone else learns nothing.
+    ("POST", "sessions/{session_id}/turns/{turn_index}/cancel", None, 409, 404),
+    (
+        "POST",
+        "sessions/{session_id}/turns/{turn_index}/retry",
+        {"agent_ids": ["{agent_id}"]},
+        200,
+        404,
+    ),
     ("GET", "sessions/{session_id}/messages", None, 200, 404),
     ("GET", "sessions/{session_id}/summary", None, 200, 404),
     ("GET", "usage", None, 200, 200),
@@ -176,6 +185,11 @@ def _call(method: str, template: str, body: Any, world: World, case: str) -> Any
     if header is not None:
         client.credentials(HTTP_AUTHORIZATION=header)
     path = "/api/v1/" + template.format(**world.ids)
+    if body is not None:
+        body = {
+            name: [item.format(**world.ids) for item in value] if isinstance(value, list) else value
+            for name, value in body.items()
+        }
     return getattr(client, method.lower())(path, body, format="json")
 
 
@@ -196,7 +210,8 @@ def test_matrix(
     if expected >= 400:
         error = response.json()["error"]
         assert set(error) == {"code", "message", "details"}
-        assert error["code"] == ("not_authenticated" if expected == 401 else "not_found")
+        codes = {401: "not_authenticated", 404: "not_found", 409: "turn_not_running"}
+        assert error["code"] == codes[expected]
     if expected == 401:
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 

@@ -32,7 +32,10 @@ def test_wrong_content_type_is_415(owner_client: tuple[APIClient, Any]) -> None:
     response = client.post(KEYS, "name=x", content_type="application/x-www-form-urlencoded")
     assert_error(response, 415, "unsupported_media_type")
     response = client.post(KEYS, "name: x", content_type="text/plain")
-    assert_error(response, 415, "unsupported_media_type")
+    error = assert_error(response, 415, "unsupported_media_type")
+    # What was sent, and what to send instead.
+    assert "text/plain" in error["message"] and "application/json" in error["message"]
+    assert error["details"] == {"expected": ["application/json"]}
 
 
 @pytest.mark.parametrize(
@@ -70,6 +73,44 @@ def test_unknown_route_is_404_for_any_method(api_client: APIClient, method: str,
     assert response.status_code == 404
     if method != "head":
         assert_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("method", ["get", "post", "patch", "delete", "head"])
+@pytest.mark.parametrize(
+    ("path", "meant"),
+    [
+        ("/api/v1/auth/me/", "/api/v1/auth/me"),
+        ("/api/v1/rooms/", "/api/v1/rooms"),
+        ("/api/v1/rooms/00000000-0000-0000-0000-000000000001/agents/", None),
+        ("/api/schema", "/api/schema/"),
+    ],
+)
+def test_a_path_off_by_its_trailing_slash_is_a_404_naming_the_real_one(
+    api_client: APIClient, method: str, path: str, meant: str | None
+) -> None:
+    meant = meant or path.rstrip("/")
+    response = getattr(api_client, method)(path)
+    assert response.status_code == 404  # never a redirect: a POST would lose its body
+    if method != "head":
+        error = assert_error(response, 404, "not_found")
+        assert error["message"].endswith(meant)
+        assert error["details"] == {"path": meant}
+
+
+@pytest.mark.parametrize("path", ["/admin", "/api/docs"])
+def test_the_admin_and_the_docs_without_their_slash_redirect_to_them(
+    api_client: APIClient, path: str
+) -> None:
+    response = api_client.get(path, {"q": "1"})
+    assert response.status_code == 301
+    assert response["Location"] == f"{path}/?q=1"
+    assert api_client.head(path)["Location"] == f"{path}/"
+
+
+def test_a_post_to_the_docs_without_their_slash_is_not_redirected(api_client: APIClient) -> None:
+    error = assert_error(api_client.post("/api/docs", {"a": 1}), 404, "not_found")
+    assert error["details"] == {"path": "/api/docs/"}
+    assert api_client.post("/admin").status_code == 404
 
 
 def test_unknown_route_is_404_for_unknown_methods_and_accept_headers(api_client: APIClient) -> None:

@@ -140,3 +140,97 @@ def test_docs_are_public(api_client: APIClient) -> None:
     response = api_client.get("/api/docs/")
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+
+
+def _operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, operation)
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+    ]
+
+
+def test_every_operation_has_a_summary_and_a_description(schema: dict[str, Any]) -> None:
+    lacking = [
+        f"{method} {path}"
+        for method, path, operation in _operations(schema)
+        if not operation.get("summary", "").strip()
+        or len(operation.get("description", "").strip()) <= len(operation["summary"])
+    ]
+    assert not lacking, f"operations without a summary and a description: {lacking}"
+
+
+def test_request_bodies_are_not_described_by_the_strict_base_docstring(
+    schema: dict[str, Any],
+) -> None:
+    """`StrictInputSerializer`'s docstring speaks to developers: a body without a docstring of
+    its own has no description rather than that one."""
+    leaking = [
+        name
+        for name, component in schema["components"]["schemas"].items()
+        if "PantheonAutoSchema" in component.get("description", "")
+    ]
+    assert not leaking
+
+
+def test_no_model_id_is_a_closed_enum(schema: dict[str, Any]) -> None:
+    """Staff add models at any time: a model id is a string with an example, in requests and
+    responses alike, so a client generated today accepts tomorrow's models."""
+    schemas = schema["components"]["schemas"]
+    fields = [
+        ("RoomCreateRequest", "manager_model"),
+        ("PatchedRoomUpdateRequest", "manager_model"),
+        ("Room", "manager_model"),
+        ("AgentCreateRequest", "model"),
+        ("PatchedAgentUpdateRequest", "model"),
+        ("Agent", "model"),
+        ("ModelConfig", "id"),
+        ("UsageModel", "model"),
+        ("LlmCallEvent", "model"),
+        ("SessionSummary", "model"),
+    ]
+    for component, name in fields:
+        field = schemas[component]["properties"][name]
+        assert field["type"] == "string" and "enum" not in field, (component, name)
+        assert field["example"] == "openai/gpt-4o-mini", (component, name)
+    assert not [name for name in schemas if "ModelId" in name]
+
+
+def test_a_turn_mode_is_the_same_enum_in_and_out(schema: dict[str, Any]) -> None:
+    schemas = schema["components"]["schemas"]
+    mode_in = schemas["TurnCreateRequest"]["properties"]["mode"]
+    mode_out = schemas["Turn"]["properties"]["mode"]
+    assert mode_in["allOf"] == mode_out["allOf"] == [{"$ref": "#/components/schemas/TurnModeEnum"}]
+    assert schemas["Room"]["properties"]["default_mode"]["allOf"] == mode_out["allOf"]
+
+
+def test_the_turn_stream_is_a_string_the_accept_header_asks_for(schema: dict[str, Any]) -> None:
+    run = schema["paths"]["/api/v1/sessions/{session_id}/turns"]["post"]
+    stream = run["responses"]["200"]
+    assert list(stream["content"]) == ["text/event-stream"]
+    assert stream["content"]["text/event-stream"]["schema"]["type"] == "string"
+    assert "turn.completed" in stream["description"]
+    accept = next(p for p in run["parameters"] if p["name"] == "Accept")
+    assert accept["in"] == "header"
+    assert accept["schema"]["enum"] == ["application/json", "text/event-stream"]
+    assert "format" not in [p["name"] for p in run["parameters"]]  # Accept is the one switch
+    # Every other answer of the operation is JSON.
+    for status, response in run["responses"].items():
+        if status != "200":
+            assert list(response["content"]) == ["application/json"], status
+
+
+def test_a_replayed_turn_answer_is_marked_by_a_documented_header(schema: dict[str, Any]) -> None:
+    run = schema["paths"]["/api/v1/sessions/{session_id}/turns"]["post"]
+    for status in ("201", "502"):
+        header = run["responses"][status]["headers"]["Idempotent-Replayed"]
+        assert header["schema"] == {"type": "string", "enum": ["true"]}
+    assert any(p["name"] == "Idempotency-Key" for p in run["parameters"])
+
+
+def test_usage_figures_name_credits_burned_like_turns_do(schema: dict[str, Any]) -> None:
+    schemas = schema["components"]["schemas"]
+    for component in ("UsageDay", "UsageModel", "TurnUsage"):
+        assert "credits_burned" in schemas[component]["properties"], component
+        assert "credits" not in schemas[component]["properties"], component
+    assert schemas["UsageSummary"]["properties"]["credits"]["$ref"].endswith("/Credits")

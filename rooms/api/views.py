@@ -27,6 +27,7 @@ class RoomListCreateView(PaginatedAPIView):
         operation_id="rooms_list",
         tags=["rooms"],
         summary="List your rooms",
+        description="Your rooms that are not deleted, newest first, `limit`/`offset` paginated.",
         responses=RoomSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
@@ -36,6 +37,11 @@ class RoomListCreateView(PaginatedAPIView):
         operation_id="rooms_create",
         tags=["rooms"],
         summary="Create a room",
+        description="A room holds agents and the sessions you run with them. `default_mode` "
+        "(`round_table` when absent) is the mode of turns that name none; `manager_model` "
+        "(an active model of `GET /api/v1/models`, or null for the default) and "
+        "`manager_instructions` steer who answers orchestrator turns. An unknown or inactive "
+        "`manager_model` is a 400 `validation_error` naming it.",
         request=RoomCreateSerializer,
         responses={201: RoomSerializer},
     )
@@ -51,6 +57,7 @@ class RoomDetailView(APIView):
         operation_id="rooms_retrieve",
         tags=["rooms"],
         summary="Get a room",
+        description="One of your rooms; a room that is missing, deleted or not yours is a 404.",
         responses=RoomSerializer,
     )
     def get(self, request: Request, room_id: str) -> Response:
@@ -61,6 +68,8 @@ class RoomDetailView(APIView):
         operation_id="rooms_update",
         tags=["rooms"],
         summary="Change a room",
+        description="Only the fields given change, under the rules of room creation; "
+        "`manager_model: null` goes back to the default manager model.",
         request=RoomUpdateSerializer,
         responses=RoomSerializer,
     )
@@ -75,6 +84,8 @@ class RoomDetailView(APIView):
         operation_id="rooms_delete",
         tags=["rooms"],
         summary="Delete a room (soft)",
+        description="The room, its agents and its sessions disappear from the API at once "
+        "(404 from then on); your usage history keeps them.",
         responses={204: None},
     )
     def delete(self, request: Request, room_id: str) -> Response:
@@ -88,6 +99,9 @@ class AgentListCreateView(PaginatedAPIView):
         operation_id="agents_list",
         tags=["agents"],
         summary="List a room's agents, in position order",
+        description="The room's agents, active or not, in `position` order (ties in creation "
+        "order) — the order in which the active ones answer round-table turns. `limit`/`offset` "
+        "paginated.",
         responses=AgentSerializer(many=True),
     )
     def get(self, request: Request, room_id: str) -> Response:
@@ -99,9 +113,9 @@ class AgentListCreateView(PaginatedAPIView):
         tags=["agents"],
         summary="Add an agent to a room",
         description="Without `position` the agent goes last. The handle is stored lower-case; "
-        "one already used in the room is a 400 `validation_error` naming `handle`. "
-        "`max_output_tokens` may not exceed the model's own `max_output_tokens` "
-        "(see `GET /models`).",
+        "one already used in the room is a 400 `validation_error` naming `handle`. `model` "
+        "must be an active model of `GET /api/v1/models` (otherwise a 400 naming `model`), and "
+        "`max_output_tokens` may not exceed that model's own `max_output_tokens`.",
         request=AgentCreateSerializer,
         responses={201: AgentSerializer},
     )
@@ -118,6 +132,8 @@ class AgentDetailView(APIView):
         operation_id="agents_retrieve",
         tags=["agents"],
         summary="Get an agent",
+        description="One agent of one of your rooms; a missing or deleted agent, or a room "
+        "that is not yours, is a 404.",
         responses=AgentSerializer,
     )
     def get(self, request: Request, room_id: str, agent_id: str) -> Response:

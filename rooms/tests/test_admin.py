@@ -100,21 +100,26 @@ def test_add_and_change_pages_render(staff):
         assert staff.get(url).status_code == 200, url
 
 
-def test_staff_can_edit_an_agent_and_its_handle_rules_hold(staff):
-    room = make_room()
-    make_agent(room, handle="ada")
-    agent = make_agent(room, handle="bo")
-    form = {
-        "room": str(room.pk),
-        "name": "Bo",
-        "handle": "ada",
+def _agent_form(agent, **fields):  # type: ignore[no-untyped-def]
+    return {
+        "room": str(agent.room_id),
+        "name": agent.name,
+        "handle": agent.handle,
         "system_prompt": "",
         "model": "openai/gpt-4o",
         "temperature": "0.5",
         "max_output_tokens": "",
         "position": "1",
         "is_active": "on",
+        **fields,
     }
+
+
+def test_staff_can_edit_an_agent_and_its_handle_rules_hold(staff):
+    room = make_room()
+    make_agent(room, handle="ada")
+    agent = make_agent(room, handle="bo", name="Bo")
+    form = _agent_form(agent, handle="ada")
     response = staff.post(f"{AGENTS}{agent.pk}/change/", form)
     assert response.status_code == 200  # the form again, with the duplicate-handle error
     agent.refresh_from_db()
@@ -124,3 +129,43 @@ def test_staff_can_edit_an_agent_and_its_handle_rules_hold(staff):
     assert response.status_code == 302
     agent.refresh_from_db()
     assert (agent.handle, agent.model_id) == ("cy", "openai/gpt-4o")
+
+
+def test_deleted_at_is_read_only_on_rooms_agents_and_sessions(staff):
+    agent = make_agent()
+    session = make_session(agent.room, title="Chat")
+    for url in (
+        f"{ROOMS}{agent.room_id}/change/",
+        f"{AGENTS}{agent.pk}/change/",
+        f"{SESSIONS}{session.pk}/change/",
+    ):
+        html = staff.get(url).content.decode()
+        assert "Deleted at" in html, url
+        assert 'name="deleted_at_0"' not in html, url  # no date input to type a date in
+
+    typed = {"deleted_at_0": "2026-01-01", "deleted_at_1": "12:00:00"}
+    response = staff.post(f"{AGENTS}{agent.pk}/change/", _agent_form(agent, **typed))
+    assert response.status_code == 302
+    response = staff.post(
+        f"{SESSIONS}{session.pk}/change/",
+        {"title": "Renamed", "room": agent.room_id, "created_by": session.created_by_id, **typed},
+    )
+    assert response.status_code == 302
+    agent.refresh_from_db()
+    session.refresh_from_db()
+    assert (agent.deleted_at, session.deleted_at, session.title) == (None, None, "Renamed")
+
+
+def test_a_deleted_agents_handle_is_free_a_live_ones_is_not(staff):
+    room = make_room()
+    make_agent(room, handle="gone", deleted_at=timezone.now())
+    make_agent(room, handle="here")
+    agent = make_agent(room, handle="bo")
+
+    taken = staff.post(f"{AGENTS}{agent.pk}/change/", _agent_form(agent, handle="here"))
+    assert taken.status_code == 200  # the form again, with the error
+    assert "An agent with the handle &#x27;here&#x27; is already in this room." in taken.text
+    freed = staff.post(f"{AGENTS}{agent.pk}/change/", _agent_form(agent, handle="gone"))
+    assert freed.status_code == 302
+    agent.refresh_from_db()
+    assert agent.handle == "gone"

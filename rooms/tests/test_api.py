@@ -579,6 +579,26 @@ def test_inactive_model_is_rejected(client, room):
 
 
 @pytest.mark.parametrize(
+    ("path", "field"),
+    [("agents", "model"), ("rooms", "manager_model")],
+)
+@pytest.mark.parametrize("model_id", ["openai/gpt-4o", "nobody/none"])
+def test_a_model_the_catalog_does_not_offer_points_at_the_catalog(
+    client, room, path, field, model_id
+):
+    ModelConfig.objects.filter(pk="openai/gpt-4o").update(is_active=False)
+    if path == "agents":
+        response = client.post(agents_url(room.id), agent_body(model=model_id), format="json")
+    else:
+        response = client.post(rooms_url(), {"name": "R", field: model_id}, format="json")
+    assert_invalid(response, field)
+    error = response.json()["error"]
+    assert "GET /api/v1/models" in error["message"]
+    assert error["details"][field] == [error["message"]]
+    assert model_id in error["message"]
+
+
+@pytest.mark.parametrize(
     ("payload", "invalid"),
     [
         ({"name": None}, ["name"]),

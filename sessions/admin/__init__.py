@@ -10,6 +10,9 @@ every change page reads each related list in one query, so the number of queries
 with the rows shown. Call events live in `usage` and name turns by a plain UUID column: a turn's
 events are one query on `turn_id`.
 
+Names: an untitled session is "Session N of <room>", N loaded with the page (`naming`); a
+changelist narrowed to one session (`?session=<id>`) names it once, in its heading.
+
 One module per admin page; importing them here registers them (admin autodiscovery imports
 `sessions.admin`).
 """

@@ -10,9 +10,11 @@ from django.contrib import admin
 from django.db import connection
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from llm.budget import PRUNED, REJECTED, SUMMARY_DROPPED, SUMMARY_REQUESTED, SUMMARY_USED
 from pantheon.admin import ReadOnlyAdmin, admin_link, change_link
+from sessions.admin.naming import SessionScopedMixin, with_numbered_session
 from sessions.models import TurnContextAudit
 
 # What the budget cascade can record in an audit's `actions`, in the order it records them.
@@ -48,22 +50,20 @@ class AuditActionFilter(admin.SimpleListFilter):
 
 
 @admin.register(TurnContextAudit)
-class TurnContextAuditAdmin(ReadOnlyAdmin):
+class TurnContextAuditAdmin(SessionScopedMixin, ReadOnlyAdmin):
+    # What staff scan: where, which model, what the guardrail did, and the estimate next to the
+    # provider's count. The purpose, the outcome (a rejection is also an action) and the budget
+    # are on the audit's page.
     list_display = (
         "created_at",
         "session_link",
         "turn_link",
         "agent",
-        "purpose",
         "model",
-        "outcome",
         "actions_list",
-        "input_budget",
-        "estimated_tokens_final",
-        "provider_prompt_tokens",
-        "difference",
+        "tokens_compared",
     )
-    list_select_related = ("session", "turn", "agent")
+    list_select_related = ("turn", "agent")
     list_filter = ("outcome", AuditActionFilter, "model", "purpose")
     search_fields = ("=session__id", "=turn__id", "agent__handle", "model")
     raw_id_fields = ("session", "turn", "agent", "summary_used")
@@ -122,7 +122,8 @@ class TurnContextAuditAdmin(ReadOnlyAdmin):
         return (
             super()
             .get_queryset(request)
-            .select_related("session__room__owner", "turn", "agent", "summary_used")
+            .select_related("turn", "agent", "summary_used")
+            .prefetch_related(with_numbered_session())
         )
 
     @admin.display(description="session")
@@ -149,6 +150,18 @@ class TurnContextAuditAdmin(ReadOnlyAdmin):
     @admin.display(description="actions")
     def actions_list(self, audit: TurnContextAudit) -> str:
         return ", ".join(audit.actions) or "-"
+
+    @admin.display(description="prompt tokens: estimate → provider")
+    def tokens_compared(self, audit: TurnContextAudit) -> str:
+        """The estimated prompt tokens sent next to the provider's count, and under them how far
+        off the estimate was."""
+        reported = audit.provider_prompt_tokens
+        return format_html(
+            '{} → {}<br><span class="quiet">{}</span>',
+            audit.estimated_tokens_final,
+            "-" if reported is None else reported,
+            _tokens_delta(audit.estimated_tokens_final, reported),
+        )
 
     @admin.display(description="provider minus estimate")
     def difference(self, audit: TurnContextAudit) -> str:

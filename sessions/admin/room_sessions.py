@@ -9,7 +9,7 @@ from django.utils.safestring import SafeString
 from pantheon.admin import RECENT_ROWS, admin_link, changelist_link, related_table
 from rooms.admin import RoomAdmin
 from rooms.models import Room
-from sessions.models import Session
+from sessions.admin.naming import numbered_sessions
 
 admin.site.unregister(Room)
 
@@ -25,11 +25,7 @@ class RoomWithSessionsAdmin(RoomAdmin):
     def recent_sessions(self, room: Room) -> SafeString:
         if room._state.adding:  # the add page: a new room has no sessions
             return SafeString("-")
-        sessions = list(
-            Session.objects.filter(room=room)
-            .select_related("created_by")
-            .order_by("-created_at")[:RECENT_ROWS]
-        )
+        sessions = list(numbered_sessions().filter(room=room).order_by("-created_at")[:RECENT_ROWS])
         rows = [
             (
                 admin_link(s),

@@ -13,17 +13,23 @@ from pantheon.admin import (
     RECENT_ROWS,
     DeletedFilter,
     SafeLookupsMixin,
+    ScopedChangelistMixin,
     admin_link,
     changelist_link,
     related_table,
 )
 from pantheon.credits import format_credits
+from rooms.models import Room
+from sessions.admin.naming import number_in_room
 from sessions.models import Session, SessionSummary, Turn
 from sessions.selectors import turn_credits
 
 
 @admin.register(Session)
-class SessionAdmin(SafeLookupsMixin, admin.ModelAdmin):
+class SessionAdmin(ScopedChangelistMixin, SafeLookupsMixin, admin.ModelAdmin):
+    # `?room=<id>` (a room page's link): the room and its owner are named once, in the heading.
+    scope_parameter = "room"
+    scope_columns = ("room_link", "owner_link")
     list_display = (
         "__str__",
         "room_link",
@@ -45,6 +51,8 @@ class SessionAdmin(SafeLookupsMixin, admin.ModelAdmin):
         "turn_counter",
         "created_at",
         "updated_at",
+        # Deleting is the product's (`session_delete`, through the API), never a date typed here.
+        "deleted_at",
         "recent_turns",
         "summaries",
         "related",
@@ -75,7 +83,18 @@ class SessionAdmin(SafeLookupsMixin, admin.ModelAdmin):
     show_full_result_count = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Session]:
-        return super().get_queryset(request).select_related("room__owner", "created_by")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("room__owner", "created_by")
+            .annotate(number_in_room=number_in_room())
+        )
+
+    def scope_parent(self, pk: str) -> Room | None:
+        return Room.objects.select_related("owner").filter(pk=pk).first()
+
+    def scope_details(self, parent: Room) -> list[str]:
+        return [format_html("owner {}", admin_link(parent.owner))]
 
     @admin.display(description="room", ordering="room__name")
     def room_link(self, session: Session) -> str:

@@ -3,16 +3,29 @@ audits, its call events and the credits they burned."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils.safestring import SafeString
+from django.utils.text import Truncator
 
-from pantheon.admin import ReadOnlyAdmin, ReadOnlyInline, admin_link, change_link, related_table
+from pantheon.admin import (
+    ReadOnlyAdmin,
+    ReadOnlyInline,
+    admin_link,
+    change_link,
+    related_table,
+    status_with_error,
+)
 from pantheon.credits import format_credits
 from sessions import selectors
+from sessions.admin.naming import SessionScopedMixin, with_numbered_session
 from sessions.models import Message, Turn, TurnContextAudit
 from usage.models import LlmCallEvent
+
+INPUT_EXCERPT_LENGTH = 60
 
 
 class MessageInline(ReadOnlyInline):
@@ -22,7 +35,7 @@ class MessageInline(ReadOnlyInline):
     fk_name = "turn"
     fields = ("sequence", "role", "agent", "status", "error_code", "error_message", "content")
     readonly_fields = fields
-    ordering = ("sequence",)
+    ordering = ("sequence", "created_at")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
         return super().get_queryset(request).select_related("agent")
@@ -52,19 +65,17 @@ class TurnContextAuditInline(ReadOnlyInline):
 
 
 @admin.register(Turn)
-class TurnAdmin(ReadOnlyAdmin):
+class TurnAdmin(SessionScopedMixin, ReadOnlyAdmin):
+    # What staff scan; the room, the mode and the routing are on the turn's page.
     list_display = (
         "__str__",
         "session_link",
-        "room_link",
         "owner_link",
-        "mode",
-        "status",
-        "error_code",
+        "input_excerpt",
+        "status_display",
         "credits",
         "created_at",
     )
-    list_select_related = ("session__room__owner",)
     list_filter = ("status", "mode", "fallback_used")
     search_fields = ("=id", "=session__id", "session__title", "session__room__owner__email")
     raw_id_fields = ("session",)
@@ -101,6 +112,15 @@ class TurnAdmin(ReadOnlyAdmin):
                 )
             },
         ),
+        (
+            "Turn control",
+            {
+                "fields": ("cancel_requested_at", "cancel_requested_by"),
+                "description": "A cancel asked for through the API: when, and by which key or "
+                "user (a retry clears it: this is the latest run's). Replies a retry replaced "
+                "are listed below as superseded.",
+            },
+        ),
         ("Calls and credits", {"fields": ("credits", "call_events")}),
     )
     readonly_fields = ("session_link", "room_link", "owner_link", "credits", "call_events")
@@ -109,9 +129,17 @@ class TurnAdmin(ReadOnlyAdmin):
         return (
             super()
             .get_queryset(request)
-            .select_related("session__room__owner")
+            .prefetch_related(with_numbered_session())
             .annotate(_credits=selectors.turn_credits())
         )
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        turn = context.get("original")
+        if turn is not None:  # the heading names the turn within its session
+            context["subtitle"] = f"{turn} of {turn.session}"
+        return super().render_change_form(request, context, *args, **kwargs)
 
     @admin.display(description="session", ordering="session__title")
     def session_link(self, turn: Turn) -> str:
@@ -124,6 +152,14 @@ class TurnAdmin(ReadOnlyAdmin):
     @admin.display(description="owner", ordering="session__room__owner__email")
     def owner_link(self, turn: Turn) -> str:
         return admin_link(turn.session.room.owner)
+
+    @admin.display(description="input")
+    def input_excerpt(self, turn: Turn) -> str:
+        return Truncator(turn.user_input).chars(INPUT_EXCERPT_LENGTH)
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, turn: Turn) -> str:
+        return status_with_error(turn.get_status_display(), turn.error_code)
 
     @admin.display(description="credits", ordering="_credits")
     def credits(self, turn: Turn) -> str:

@@ -10,7 +10,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from pantheon.api.schema import optional_property
-from pantheon.api.serializers import StrictCharField, StrictInputSerializer, StrictListField
+from pantheon.api.serializers import (
+    ModelIdField,
+    StrictCharField,
+    StrictInputSerializer,
+    StrictListField,
+)
 from pantheon.credits import format_credits
 from rooms.models import TurnMode
 from sessions.models import Message, MessageRole, Session, SessionSummary, Turn
@@ -39,21 +44,53 @@ class SessionUpdateSerializer(SessionCreateSerializer):
 
 
 class TurnCreateSerializer(StrictInputSerializer):
-    """`POST sessions/{session_id}/turns`: `input` (at most `TURN_INPUT_MAX_CHARS`), `mode`,
-    `agent_ids`."""
+    """What to say (`input`), and optionally how the turn runs (`mode`) and, in manual mode,
+    who answers (`agent_ids`)."""
 
-    mode = serializers.ChoiceField(choices=TurnMode.choices, required=False)
+    mode = serializers.ChoiceField(
+        choices=TurnMode.choices,
+        required=False,
+        help_text="How the speakers are chosen; the room's `default_mode` when absent.",
+    )
     agent_ids = StrictListField(
-        child=serializers.UUIDField(), required=False, allow_empty=False, max_length=50
+        child=serializers.UUIDField(),
+        required=False,
+        allow_empty=False,
+        min_length=1,
+        max_length=50,
+        help_text="Manual mode only: the agents that answer, in this order (instead of the "
+        "@mentions of `input`).",
     )
 
     def get_fields(self) -> dict[str, serializers.Field]:
         # `TURN_INPUT_MAX_CHARS` is a setting, so the field is built per request; its length is
         # checked before the input is looked at any further.
         input_field = StrictCharField(
-            max_length=settings.TURN_INPUT_MAX_CHARS, trim_whitespace=False
+            max_length=settings.TURN_INPUT_MAX_CHARS,
+            trim_whitespace=False,
+            help_text="Your message to the room; `@handle` addresses an agent.",
         )
         return {"input": input_field, **super().get_fields()}
+
+
+class TurnRetrySerializer(StrictInputSerializer):
+    """Which replies to generate again (every failed or interrupted one when absent)."""
+
+    agent_ids = StrictListField(
+        child=serializers.UUIDField(),
+        required=False,
+        allow_empty=False,
+        min_length=1,
+        max_length=50,
+        help_text="Agents of the turn whose replies are generated again, whatever their status. "
+        "Absent: every reply that is `error` or `interrupted`, and every speaker a cancel or a "
+        "disconnect kept from replying.",
+    )
+
+
+class TurnCancelSerializer(serializers.Serializer):
+    turn_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=["cancelling"])
 
 
 class AgentRefSerializer(serializers.Serializer):
@@ -162,6 +199,7 @@ class TurnSerializer(serializers.ModelSerializer):
     the answer of running a turn, and what reading it returns."""
 
     session_id = serializers.UUIDField()
+    mode = serializers.ChoiceField(choices=TurnMode.choices, read_only=True)
     messages = serializers.SerializerMethodField()
     routing = serializers.SerializerMethodField()
     context = serializers.SerializerMethodField()
@@ -270,7 +308,11 @@ class SummaryItemSerializer(serializers.Serializer):
 
 
 class SessionSummarySerializer(serializers.ModelSerializer):
+    """The latest summary of a session: `status` says whether it is ready; the items name the
+    turns they come from."""
+
     session_id = serializers.UUIDField()
+    model = ModelIdField(read_only=True, allow_blank=True, help_text="The model that wrote it.")
     key_facts = SummaryItemSerializer(many=True)
     decisions = SummaryItemSerializer(many=True)
     open_questions = SummaryItemSerializer(many=True)

@@ -31,6 +31,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import StreamingHttpResponse
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 from pantheon.api.exceptions import error_body
@@ -40,7 +41,7 @@ from pantheon.credits import format_credits
 from rooms.models import Agent
 from sessions.api.serializers import turn_body
 from sessions.models import Message, MessageStatus, Turn
-from sessions.services.turns import AdmittedTurn, turn_execute
+from sessions.services.turns import CallControl, TurnObserver, TurnOutcome
 from usage.models import LlmCallEvent
 
 logger = logging.getLogger(__name__)
@@ -64,26 +65,33 @@ EVENT_NAMES = [
     "error",
 ]
 
-# OpenAPI 3.0 has `schema` of an event-stream media type describe one event.
-STREAM_EVENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "event", "data"],
-    "properties": {
-        "id": {"type": "string", "description": "Counts up from 1 within the stream."},
-        "event": {"type": "string", "enum": EVENT_NAMES},
-        "data": {"type": "string", "description": "One line of JSON (see the response)."},
-    },
-}
 STREAM_DESCRIPTION = (
-    "With `Accept: text/event-stream`: Server-Sent Events, each an `id:` line, an `event:` line "
-    "and one JSON `data:` line — `turn.started` {turn_id, session_id, turn_index, mode}; "
-    "`routing` (orchestrator turns, before the first agent) {selected, reason, fallback_used, "
+    "With `Accept: text/event-stream`: the turn as Server-Sent Events while it runs. Each event "
+    "is an `id:` line (counting up from 1), an `event:` line and one single-line JSON `data:` "
+    "line, then a blank line: `turn.started` {turn_id, session_id, turn_index, mode}; `routing` "
+    "(orchestrator turns, before the first agent) {selected, reason, fallback_used, "
     "fallback_reason}; `agent.started` {agent, agent_id, name}; `agent.delta` {agent, text}; "
     "`agent.completed` and `agent.failed` {agent, message_id, status, error, usage}; "
-    "`turn.completed` (the 201 body); `error` (the contract's error object) if the server fails "
-    "mid-stream — with `: keep-alive` comments during silences. Rejections found before the "
-    "stream starts are JSON with their status; an Idempotency-Key replay is the stored JSON answer."
+    "`turn.completed` (the same body as the 201 answer); `error` (the contract's error object) "
+    "if the server fails mid-stream. Lines starting with `:` are keep-alive comments sent "
+    "during silences. Rejections found before the stream starts are JSON with their status; an "
+    "Idempotency-Key replay is the stored JSON answer."
 )
+# The stream is text, not a JSON document: a schema-driven client reads it as one string (or
+# line by line) and parses the events itself. A JSON schema here would make generated clients
+# decode the stream as JSON and fail.
+STREAM_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "description": "Server-Sent Events: " + ", ".join(f"`{name}`" for name in EVENT_NAMES) + ".",
+    "example": (
+        'id: 1\nevent: turn.started\ndata: {"turn_id": "…", "session_id": "…", '
+        '"turn_index": 1, "mode": "manual"}\n\n'
+        'id: 2\nevent: agent.started\ndata: {"agent": "ada", "agent_id": "…", "name": "Ada"}\n\n'
+        'id: 3\nevent: agent.delta\ndata: {"agent": "ada", "text": "Hello"}\n\n'
+        "…\n\n"
+        'id: 6\nevent: turn.completed\ndata: {"id": "…", "status": "completed", …}\n\n'
+    ),
+}
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -104,6 +112,17 @@ class EventStreamRenderer(BaseRenderer):
         return JSONRenderer().render(data)
 
 
+class _NoFormatOverride:
+    URL_FORMAT_OVERRIDE = None
+
+
+class AcceptHeaderNegotiation(DefaultContentNegotiation):
+    """Chooses between JSON and the event stream by the `Accept` header alone: DRF's `?format=`
+    override would be a second, undocumented switch, able to contradict the header (406)."""
+
+    settings = _NoFormatOverride()
+
+
 def wants_event_stream(request: Any) -> bool:
     """Whether content negotiation chose the event stream for this request."""
     return isinstance(getattr(request, "accepted_renderer", None), EventStreamRenderer)
@@ -120,7 +139,7 @@ def heartbeat_seconds() -> float:
     return float(getattr(settings, "SSE_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS))
 
 
-class TurnStreamObserver:
+class TurnStreamObserver(CallControl):
     """A TurnObserver that renders the pipeline's steps as SSE events for one stream.
 
     Its hooks run in the thread that executes the turn (where the database may be read); the
@@ -128,10 +147,10 @@ class TurnStreamObserver:
     `cancel()` (from any thread) makes `cancelled()` true.
     """
 
-    def __init__(self, admitted: AdmittedTurn) -> None:
-        self._admitted = admitted
-        self._cancelled = threading.Event()
-        self._close_call: Callable[[], None] | None = None
+    def __init__(self, turn: Turn, execute: Callable[[TurnObserver], TurnOutcome]) -> None:
+        super().__init__()
+        self._turn = turn
+        self._execute = execute
         self._lock = threading.Lock()
         self._buffer: deque[Any] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -148,7 +167,7 @@ class TurnStreamObserver:
         threading.Thread(
             target=context.run,
             args=(self._run_in_thread,),
-            name=f"turn-stream-{self._admitted.turn.id}",
+            name=f"turn-stream-{self._turn.id}",
             daemon=False,
         ).start()
 
@@ -162,13 +181,13 @@ class TurnStreamObserver:
     def run(self) -> None:
         """Execute the turn here, emitting its events; always ends the stream."""
         try:
-            outcome = turn_execute(admitted=self._admitted, observer=self)
+            outcome = self._execute(self)
             turn = outcome.turn
             # The same body as the 201 answer (a failed single-speaker turn included: the
             # stream is already 200, its body says `failed`).
             self._emit("turn.completed", turn_body(turn))
         except Exception:
-            logger.exception("streamed turn %s failed", self._admitted.turn.id)
+            logger.exception("streamed turn %s failed", self._turn.id)
             self._emit(
                 "error",
                 error_body("internal_error", "An unexpected error occurred.")["error"],
@@ -248,24 +267,6 @@ class TurnStreamObserver:
             },
         )
 
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    def call_opened(self, close: Callable[[], None] | None) -> None:
-        with self._lock:
-            self._close_call = close
-        if close is not None and self._cancelled.is_set():
-            close()
-
-    def cancel(self) -> None:
-        """The client went away: close the provider's stream now (it stops generating) and
-        let the pipeline store what was produced and run no later speaker."""
-        self._cancelled.set()
-        with self._lock:
-            close = self._close_call
-        if close is not None:
-            close()
-
     # --- the event loop ---------------------------------------------------------------------
 
     def _pop(self) -> Any:
@@ -327,7 +328,11 @@ def served_over_asgi(request: Any) -> bool:
 
 
 def turn_stream_response(
-    admitted: AdmittedTurn, *, incremental: bool, presence: ClientPresence | None = None
+    turn: Turn,
+    execute: Callable[[TurnObserver], TurnOutcome],
+    *,
+    incremental: bool,
+    presence: ClientPresence | None = None,
 ) -> StreamingHttpResponse:
     """Answer 200 with the admitted turn's event stream.
 
@@ -340,7 +345,7 @@ def turn_stream_response(
     `presence` cancels the turn when the client hangs up at any moment — also before the
     response starts, when the stream's body would never be read (and so never closed).
     """
-    observer = TurnStreamObserver(admitted)
+    observer = TurnStreamObserver(turn, execute)
     content: Iterator[bytes] | AsyncIterator[bytes]
     if incremental:
         if presence is not None:
@@ -364,7 +369,11 @@ def turn_stream_response(
 
 class TurnCreateSchema(PantheonAutoSchema):
     """Responses are JSON unless a view declares another media type for a status explicitly
-    (the 200 event stream): an error is never an event stream."""
+    (the 200 event stream): an error is never an event stream. The stream is asked for with the
+    `Accept` header (`AcceptHeaderNegotiation`), so there is no `?format=` parameter."""
+
+    def _get_format_parameters(self) -> list[dict[str, Any]]:
+        return []
 
     def _get_response_for_code(
         self,

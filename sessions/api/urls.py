@@ -5,8 +5,10 @@ from sessions.api.views import (
     SessionDetailView,
     SessionListCreateView,
     SessionSummaryView,
+    TurnCancelView,
     TurnDetailView,
     TurnListCreateView,
+    TurnRetryView,
 )
 
 urlpatterns = [
@@ -25,6 +27,16 @@ urlpatterns = [
         "sessions/<uuid:session_id>/turns/<int:turn_index>",
         TurnDetailView.as_view(),
         name="session-turn",
+    ),
+    path(
+        "sessions/<uuid:session_id>/turns/<int:turn_index>/cancel",
+        TurnCancelView.as_view(),
+        name="session-turn-cancel",
+    ),
+    path(
+        "sessions/<uuid:session_id>/turns/<int:turn_index>/retry",
+        TurnRetryView.as_view(),
+        name="session-turn-retry",
     ),
     path("sessions/<uuid:session_id>/messages", MessageListView.as_view(), name="session-messages"),
     path(

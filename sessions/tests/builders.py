@@ -80,7 +80,8 @@ class Room:
     """A user with credits and a room of @ada (mini), @bo (gpt-4o) and @cy (mini), a session."""
 
     def __init__(self, mode: str = "round_table", credits_micro: int = 10_000_000_000) -> None:
-        self.user, key = factories.make_api_key()
+        self.user, self.key = factories.make_api_key()
+        key = self.key
         credits_grant(
             user=self.user, amount_micro=credits_micro, idempotency_key=f"modes-{self.user.id}"
         )

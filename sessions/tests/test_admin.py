@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -211,6 +212,113 @@ def test_changelists_filter_by_their_parent(staff: Client, world: dict[str, Any]
     assert reverse("admin:chat_sessions_turn_change", args=[theirs.pk]) not in turns
     messages = staff.get("/admin/chat_sessions/message/", {"session": session.pk}).content
     assert b"mine-message" in messages and b"their-message" not in messages
+
+
+# --- session names -----------------------------------------------------------------------------
+
+
+def test_an_untitled_session_is_named_by_its_place_in_its_room(
+    staff: Client, world: dict[str, Any]
+) -> None:
+    room, first = world["room"], world["session"]  # "Launch planning", the room's first
+    at = first.created_at
+    second = factories.make_session(room, created_at=at + timedelta(minutes=1))
+    third = factories.make_session(room, created_at=at + timedelta(minutes=2))
+    Session.objects.filter(pk=third.pk).update(deleted_at=at)  # still counts: names never move
+    # Created at the same instant: the id decides, so each has its own number.
+    twins = [factories.make_session(room, created_at=at + timedelta(minutes=3)) for _ in "ab"]
+    factories.make_session(factories.make_room(name="Elsewhere"))
+    fourth = max(twins, key=lambda s: s.pk)
+    turn = _turn(fourth)
+    _message(turn, 0)
+    _audit(fourth, turn)
+    _summary(fourth, 1)
+
+    sessions = staff.get("/admin/chat_sessions/session/").content.decode()
+    for name in (
+        "Launch planning",
+        "Session 2 of Strategy room",
+        "Session 3 of Strategy room",
+        "Session 4 of Strategy room",
+        "Session 5 of Strategy room",
+        "Session 1 of Elsewhere",
+    ):
+        assert name in sessions
+    for model in ("turn", "message", "turncontextaudit", "sessionsummary"):
+        html = staff.get(f"/admin/chat_sessions/{model}/").content.decode()
+        assert "Session 5 of Strategy room" in html, model
+        assert f">{fourth.pk}<" not in html and f"of {fourth.pk}" not in html, model
+    for url in (
+        reverse("admin:chat_sessions_session_change", args=[second.pk]),
+        reverse("admin:rooms_room_change", args=[room.pk]),
+    ):
+        assert "Session 2 of Strategy room" in staff.get(url).content.decode(), url
+    turn_page = staff.get(reverse("admin:chat_sessions_turn_change", args=[turn.pk]))
+    assert "Turn 1 of Session 5 of Strategy room" in turn_page.content.decode()
+
+
+def _result_list(html: str) -> str:
+    return html.split('id="result_list"')[1].split("</table>")[0]
+
+
+@pytest.mark.parametrize("model", ["turn", "message", "turncontextaudit", "sessionsummary"])
+def test_a_changelist_of_one_session_names_it_once_in_the_heading(
+    staff: Client, world: dict[str, Any], model: str
+) -> None:
+    session = factories.make_session(world["room"])  # the room's second: untitled
+    for _ in range(3):
+        turn = _turn(session)
+        _message(turn, 0)
+        _audit(session, turn)
+        _summary(session, turn.turn_index)
+
+    html = staff.get(f"/admin/chat_sessions/{model}/", {"session": session.pk}).content.decode()
+
+    name = "Session 2 of Strategy room"
+    heading = html.split('<h1 id="changelist-scope">')[1].split("</h1>")[0]
+    assert name in heading
+    assert reverse("admin:chat_sessions_session_change", args=[session.pk]) in heading
+    details = html.split('id="changelist-scope-details">')[1].split("</p>")[0]
+    assert reverse("admin:rooms_room_change", args=[world["room"].pk]) in details
+    assert reverse("admin:accounts_user_change", args=[world["owner"].pk]) in details
+    rows = _result_list(html)
+    assert rows.count("<tr") == 4  # the header and the three rows
+    assert name not in rows and "column-session_link" not in rows
+    assert "column-owner_link" not in rows
+
+    everything = staff.get(f"/admin/chat_sessions/{model}/").content.decode()
+    assert 'id="changelist-scope"' not in everything
+    assert "column-session_link" in _result_list(everything)
+
+
+def test_a_room_s_sessions_name_the_room_once_in_the_heading(
+    staff: Client, world: dict[str, Any]
+) -> None:
+    html = staff.get("/admin/chat_sessions/session/", {"room": world["room"].pk}).content.decode()
+
+    assert "Sessions of" in html and "Strategy room" in html.split("</h1>")[0]
+    assert "Strategy room" not in _result_list(html)
+    assert "Launch planning" in _result_list(html)
+
+
+def test_a_changelist_of_one_session_has_a_fixed_query_count(
+    staff: Client, world: dict[str, Any]
+) -> None:
+    session = world["session"]
+
+    def add(n: int) -> None:
+        for _ in range(n):
+            _event(_turn(session))
+
+    _same_count_for_1_and_100(
+        staff, lambda: f"/admin/chat_sessions/turn/?session={session.pk}", add
+    )
+
+
+def test_a_session_parameter_that_is_not_an_id_is_an_invalid_lookup(staff: Client) -> None:
+    response = staff.get("/admin/chat_sessions/turn/", {"session": "not-a-uuid"})
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
 
 
 # --- read-only records -------------------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
+import stat
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -11,10 +14,12 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, User
+from accounts.services import api_key_revoke
 from llm.models import ModelConfig, Provider
 from rooms.models import Agent, Room
 from rooms.services import agent_delete
 from sessions.models import Message, Session, SessionSummary, Turn, TurnContextAudit
+from sessions.services.summaries.schema import LIST_FIELDS, validate_summary
 from usage.models import LlmCallEvent
 from usage.selectors import credits_for_user
 from usage.services import credits_adjust
@@ -124,17 +129,83 @@ def test_a_deleted_demo_agent_is_recreated() -> None:
     assert sorted(handles) == ["ada", "bo", "cy"]
 
 
-def test_links_and_curl_examples_use_the_base_url() -> None:
+def test_links_ids_and_shell_lines_use_the_base_url() -> None:
     output = _seed("--base-url", "http://example.test:9000/")
 
+    room = Room.objects.get(name="Demo room")
     session = Session.objects.get(title="Demo session")
     key = _printed("API key", output)
     assert _printed("URL", output) == "http://example.test:9000/"
     assert _printed("API docs", output) == "http://example.test:9000/api/docs/"
-    assert f"http://example.test:9000/api/v1/sessions/{session.pk}/turns" in output
-    assert (
-        f'curl -H "Authorization: Bearer {key}" http://example.test:9000/api/v1/auth/me' in output
-    )
+    # Ids to paste, and shell lines that need nothing copied by hand.
+    assert f"Room:       {room.pk} (Demo room, round_table)" in output
+    for agent in Agent.objects.alive().filter(room=room):
+        assert re.search(rf"@{agent.handle}\s+{agent.pk}$", output, re.MULTILINE), output
+    assert _printed("Session", output.replace(" (turns so far: 0)", "")) == str(session.pk)
+    assert "  API=http://example.test:9000/api/v1\n" in output
+    assert f"  KEY={key}\n" in output
+    assert f"  SESSION={session.pk}\n" in output
+    assert '  curl -H "Authorization: Bearer $KEY" $API/auth/me\n' in output
+    assert "$API/sessions/$SESSION/turns" in output
+    assert "Every 8th turn of a session asks for a summary" in output
+    assert '  curl -H "Authorization: Bearer $KEY" $API/sessions/$SESSION/summary\n' in output
+
+
+# --- stable credentials (--credentials-file, as scripts/run.sh passes it) --------------------
+
+
+def _stored(path: Path) -> dict[str, str]:
+    return json.loads(path.read_text())
+
+
+def test_a_credentials_file_keeps_the_key_and_password_across_runs(tmp_path: Path) -> None:
+    path = tmp_path / ".pantheon-demo.json"
+    first = _seed("--credentials-file", str(path))
+    key, password = _printed("API key", first), _printed("password", first)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert _stored(path)["api_key"] == key and _stored(path)["admin_password"] == password
+
+    second = _seed("--credentials-file", str(path))
+
+    assert _printed("API key", second) == key
+    assert _printed("password", second) == password
+    assert "stay the same across restarts" in second and "delete that file" in second
+    assert str(path) in second and "a new key" not in second
+    assert _auth_me(key).status_code == 200
+    assert _admin_login(password)
+    assert ApiKey.objects.filter(name="demo").count() == 1  # nothing issued, nothing revoked
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_revoked_key_in_the_credentials_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / ".pantheon-demo.json"
+    first = _seed("--credentials-file", str(path))
+    old_key, password = _printed("API key", first), _printed("password", first)
+    api_key_revoke(api_key=ApiKey.objects.get(name="demo"))
+
+    second = _seed("--credentials-file", str(path))
+
+    new_key = _printed("API key", second)
+    assert new_key != old_key
+    assert "a new key" in second
+    assert _stored(path)["api_key"] == new_key
+    assert _auth_me(new_key).status_code == 200
+    assert _auth_me(old_key).status_code == 401
+    assert _printed("password", second) == password and _admin_login(password)
+    assert sum(k.is_usable() for k in ApiKey.objects.filter(name="demo")) == 1
+
+
+def test_a_credentials_file_from_another_database_gets_a_new_key(tmp_path: Path) -> None:
+    # E.g. db.sqlite3 was deleted: the file's key exists nowhere; its password is set again.
+    path = tmp_path / ".pantheon-demo.json"
+    path.write_text(json.dumps({"api_key": "pan_0123456789ab_gone", "admin_password": "pw-1x9"}))
+
+    output = _seed("--credentials-file", str(path))
+
+    key = _printed("API key", output)
+    assert key != "pan_0123456789ab_gone" and _stored(path)["api_key"] == key
+    assert _auth_me(key).status_code == 200
+    assert _printed("password", output) == "pw-1x9" and _admin_login("pw-1x9")
 
 
 def test_an_unusable_demo_model_is_a_clear_error_and_writes_nothing() -> None:
@@ -174,6 +245,10 @@ def test_history_has_every_mode_a_rejection_a_failed_agent_and_a_summary() -> No
     routed = turns.filter(mode="orchestrator")
     assert routed.count() == 2
     assert all(t.status == "completed" and t.routing_selected for t in routed)
+    assert sorted(t.routing_reason for t in routed) == [  # the offline model tells the truth
+        "[offline model] routed by mention: @ada",
+        "[offline model] routed by mention: @cy",
+    ]
     assert LlmCallEvent.objects.filter(purpose="routing").count() == 2
 
     rejected = TurnContextAudit.objects.get(outcome="rejected")
@@ -192,8 +267,18 @@ def test_history_has_every_mode_a_rejection_a_failed_agent_and_a_summary() -> No
     assert down.provider == "demo-local-vllm (down)"
 
     summary = SessionSummary.objects.get()
-    assert summary.status in {"ready", "failed"}
+    assert summary.status == "ready"
     assert summary.session.title == "Round table: what to build first"
+    # An extractive summary of the two user questions (the offline replies are placeholders).
+    assert summary.summary_text.startswith(
+        "[offline model] Extractive summary of turns 1-2: User: Hello team, what should we build"
+    )
+    assert summary.open_questions == [
+        {"text": "Hello team, what should we build first?", "turns": [1]},
+        {"text": "Which risk should we test this week, and how?", "turns": [2]},
+    ]
+    stored = {"summary_text": summary.summary_text, **{n: getattr(summary, n) for n in LIST_FIELDS}}
+    assert validate_summary(stored, first_turn=1, last_turn=summary.last_turn_covered) == stored
     assert LlmCallEvent.objects.filter(purpose="summary").count() >= 1
 
 

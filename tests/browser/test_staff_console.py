@@ -8,118 +8,36 @@ ends on the lockout page. On every page the browser reports no Content-Security-
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from datetime import timedelta
-from io import StringIO
-from pathlib import Path
-from typing import Any
-
 import pytest
 from django.conf import settings
-from django.core.management import call_command
-from django.utils import timezone
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from accounts.models import User
-from testing.factories import make_user
-from usage.tests.builders import MINI, record
+from tests.browser.pages import log_in, shot, wait
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1400,2400",
-)
-NON_STAFF_PASSWORD = "not-staff-Pass-4821"
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    # The console log carries every CSP violation ("Refused to ... Content Security Policy").
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-@pytest.fixture
-def demo() -> dict[str, Any]:
-    """`seed_demo`'s history, plus two earlier days of calls so the chart has several bars."""
-    out = StringIO()
-    call_command("seed_demo", stdout=out)
-    password = re.search(r"^\s*password:\s+(\S+)\s*$", out.getvalue(), re.MULTILINE)
-    assert password, out.getvalue()
-    demo_user = User.objects.get(email="demo@pantheon.local")
-    for days_ago in (2, 5):
-        when = timezone.now() - timedelta(days=days_ago)
-        record(demo_user, model_id=MINI, created_at=when, started_at=when)
-    outsider = make_user(email="outsider@example.com", password=NON_STAFF_PASSWORD)
-    return {"admin_password": password.group(1), "outsider": outsider}
-
-
-def _shot(driver: WebDriver, name: str) -> None:
-    """Screenshot the page, after checking that it loaded nothing the policy refused."""
-    violations = [
-        entry["message"]
-        for entry in driver.get_log("browser")  # the entries since the last call
-        if "Content Security Policy" in entry["message"]
-    ]
-    assert not violations, (name, violations)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
-
-
-def _wait(driver: WebDriver, css: str) -> Any:
-    return WebDriverWait(driver, 15).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
-
-
-def _log_in(driver: WebDriver, base: str, email: str, password: str) -> None:
-    driver.get(f"{base}/admin/login/")
-    _wait(driver, "#id_username").send_keys(email)
-    driver.find_element(By.ID, "id_password").send_keys(password)
-    driver.find_element(By.CSS_SELECTOR, "#login-form input[type=submit]").click()
-
 
 def test_staff_console_in_a_real_browser(browser: WebDriver, live_server, demo) -> None:  # type: ignore[no-untyped-def]
     base = live_server.url
 
     # Log in through the admin login form.
-    _log_in(browser, base, "admin@pantheon.local", demo["admin_password"])
-    reports = _wait(browser, "#staff-reports")
+    log_in(browser, base, "admin@pantheon.local", demo["admin_password"])
+    reports = wait(browser, "#staff-reports")
     assert "Usage dashboard" in reports.text
-    _shot(browser, "01-admin-index")
+    assert browser.find_element(By.ID, "site-name").text == "Pantheon staff console"
+    assert browser.title.endswith("| Pantheon staff console")
+    shot(browser, "01-admin-index")
 
     # A turn: its messages in order (with the failed agent's error) and its context audits.
     browser.get(f"{base}/admin/chat_sessions/turn/?status__exact=partial")
-    _wait(browser, "#result_list tbody th a").click()
-    messages = _wait(browser, "#messages-group")
+    wait(browser, "#result_list tbody th a").click()
+    messages = wait(browser, "#messages-group")
     rows = messages.find_elements(By.CSS_SELECTOR, "tbody tr.form-row")
     texts = [row.text for row in rows]
     assert len(texts) == 3, texts
@@ -129,24 +47,24 @@ def test_staff_console_in_a_real_browser(browser: WebDriver, live_server, demo) 
     audits = browser.find_element(By.ID, "context_audits-group").text
     assert "openai/gpt-3.5-turbo" in audits and "mistralai/mistral-7b-instruct" in audits
     assert "Call events" in browser.find_element(By.ID, "content-main").text
-    _shot(browser, "02-turn")
+    shot(browser, "02-turn")
 
     # The ledger, filtered by model from the filter sidebar.
     browser.get(f"{base}/admin/usage/ledgerentry/")
-    _wait(browser, "#changelist-filter")
-    browser.find_element(By.LINK_TEXT, "openai/gpt-3.5-turbo").click()
+    sidebar = wait(browser, "#changelist-filter")
+    sidebar.find_element(By.LINK_TEXT, "openai/gpt-3.5-turbo").click()
     WebDriverWait(browser, 15).until(ec.url_contains("model=openai%2Fgpt-3.5-turbo"))
     cells = browser.find_elements(By.CSS_SELECTOR, "#result_list td.field-event_model")
     models = [cell.text for cell in cells]
     assert models == ["openai/gpt-3.5-turbo"]
     totals = browser.find_element(By.ID, "changelist-totals").text
     assert "Entries" in totals and "Credits burned" in totals
-    _shot(browser, "03-ledger-by-model")
+    shot(browser, "03-ledger-by-model")
 
     # The dashboard, from the admin index: the chart is drawn.
     browser.get(f"{base}/admin/")
-    _wait(browser, "#staff-reports").find_element(By.LINK_TEXT, "Usage dashboard").click()
-    _wait(browser, "#credits-chart rect.bar")
+    wait(browser, "#staff-reports").find_element(By.LINK_TEXT, "Usage dashboard").click()
+    wait(browser, "#credits-chart rect.bar")
     bars = browser.execute_script(
         """
         return Array.from(document.querySelectorAll('#credits-chart rect.bar')).map(bar => ({
@@ -156,7 +74,7 @@ def test_staff_console_in_a_real_browser(browser: WebDriver, live_server, demo) 
         }));
         """
     )
-    assert len(bars) == 14
+    assert len(bars) == 30  # the last 30 days by default, like the API's /usage
     drawn = [bar for bar in bars if bar["height"] > 0]
     assert len(drawn) >= 3  # today's history and the two earlier days
     assert all(bar["credits"] > 0 for bar in drawn)
@@ -164,22 +82,22 @@ def test_staff_console_in_a_real_browser(browser: WebDriver, live_server, demo) 
     assert all(bar["fill"] not in ("none", "rgba(0, 0, 0, 0)") for bar in drawn)
     by_model = browser.find_element(By.ID, "by-model").text
     assert "openai/gpt-4o-mini" in by_model and "100.0%" in by_model  # the provider that was down
-    _shot(browser, "04-dashboard")
+    shot(browser, "04-dashboard")
 
     # A bad range is a message, not an error page.
     browser.get(f"{base}/admin/usage/llmcallevent/dashboard/?from=someday")
-    assert "Enter a valid date" in _wait(browser, "#dashboard-errors").text
-    _shot(browser, "05-dashboard-bad-range")
+    assert "Enter a valid date" in wait(browser, "#dashboard-errors").text
+    shot(browser, "05-dashboard-bad-range")
 
     # A user who is not staff is refused: at the login form, and at the dashboard's door.
     browser.delete_all_cookies()
-    _log_in(browser, base, demo["outsider"].email, NON_STAFF_PASSWORD)
-    assert "staff account" in _wait(browser, ".errornote").text
+    log_in(browser, base, demo["outsider"].email, demo["outsider_password"])
+    assert "staff account" in wait(browser, ".errornote").text
     browser.get(f"{base}/admin/usage/llmcallevent/dashboard/")
-    _wait(browser, "#login-form")
+    wait(browser, "#login-form")
     assert "/admin/login/" in browser.current_url
     assert not browser.find_elements(By.ID, "credits-chart")
-    _shot(browser, "06-non-staff-refused")
+    shot(browser, "06-non-staff-refused")
 
     # The API docs: Swagger UI, its init script (inline, with the page's nonce) and the schema.
     browser.get(f"{base}/api/docs/")
@@ -187,13 +105,13 @@ def test_staff_console_in_a_real_browser(browser: WebDriver, live_server, demo) 
         ec.visibility_of_element_located((By.CSS_SELECTOR, ".swagger-ui .info .title"))
     )
     assert "Pantheon API" in title.text
-    _wait(browser, ".swagger-ui .opblock")
-    _shot(browser, "07-api-docs")
+    wait(browser, ".swagger-ui .opblock")
+    shot(browser, "07-api-docs")
 
     # Guessing a password: after AXES_FAILURE_LIMIT failures the login is locked, and says so.
     for _ in range(settings.AXES_FAILURE_LIMIT):
-        _log_in(browser, base, "admin@pantheon.local", "a-wrong-guess")
-    message = _wait(browser, "#lockout-message").text
+        log_in(browser, base, "admin@pantheon.local", "a-wrong-guess")
+    message = wait(browser, "#lockout-message").text
     minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
     assert "Login locked" in message and f"Try again in {minutes} minutes" in message
-    _shot(browser, "08-login-locked")
+    shot(browser, "08-login-locked")

@@ -3,14 +3,14 @@ out. Units: credits as strings with 6 places, USD as decimal strings, OE tokens 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date
 
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from pantheon.api.serializers import CreditsSerializer
+from pantheon.api.serializers import CreditsSerializer, ModelIdField
 from pantheon.credits import format_credits
 from usage.models import LedgerEntry, LlmCallEvent
 from usage.selectors import format_usd
@@ -20,7 +20,8 @@ USAGE_MAX_DAYS = 366
 
 
 class UsageQuerySerializer(serializers.Serializer):
-    """`?from=&to=`: UTC days, both inclusive; by default the last 30 days up to today."""
+    """`?from=&to=`: UTC days, both inclusive; by default the last 30 days up to `to` (today
+    when absent)."""
 
     # `from` is a keyword: the fields are renamed below.
     date_from = serializers.DateField(required=False, help_text="First day (YYYY-MM-DD).")
@@ -39,7 +40,9 @@ class UsageQuerySerializer(serializers.Serializer):
                     {name: ["Must be a date (YYYY-MM-DD), not empty."]}
                 )
         date_to = attrs.pop("to", None) or timezone.now().date()
-        date_from = attrs.pop("from", None) or date_to - timedelta(days=USAGE_DEFAULT_DAYS - 1)
+        # The first day of the default range, never before the calendar's first day.
+        default_from = date.fromordinal(max(1, date_to.toordinal() - (USAGE_DEFAULT_DAYS - 1)))
+        date_from = attrs.pop("from", None) or default_from
         if date_from > date_to:
             raise serializers.ValidationError({"from": ["Must not be after `to`."]})
         if (date_to - date_from).days + 1 > USAGE_MAX_DAYS:
@@ -50,7 +53,7 @@ class UsageQuerySerializer(serializers.Serializer):
 
 
 class UsageFiguresSerializer(serializers.Serializer):
-    credits = serializers.CharField(help_text="Credits burned, 6 decimal places.")
+    credits_burned = serializers.CharField(help_text="Credits burned, 6 decimal places.")
     oe_tokens = serializers.CharField(help_text="Output-equivalent tokens, 4 decimal places.")
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
@@ -62,7 +65,7 @@ class UsageDaySerializer(UsageFiguresSerializer):
 
 
 class UsageModelSerializer(UsageFiguresSerializer):
-    model = serializers.CharField()
+    model = ModelIdField(read_only=True)
 
 
 class UsageSummarySerializer(serializers.Serializer):
@@ -77,6 +80,7 @@ class LlmCallEventSerializer(serializers.ModelSerializer):
     """One call: `input_tokens` and `output_tokens` are the provider's totals; cached,
     cache-write and reasoning tokens are parts of them."""
 
+    model = ModelIdField(read_only=True)
     pricing_version = serializers.SerializerMethodField()
     cost_usd = serializers.SerializerMethodField()
     oe_tokens = serializers.DecimalField(max_digits=20, decimal_places=4, read_only=True)

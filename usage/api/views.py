@@ -20,12 +20,18 @@ from usage.filtersets import LlmCallEventFilter
 
 
 class UsageSummaryView(APIView):
-    """`GET usage`."""
+    """`GET usage`: the caller's credits, and their calls by day and by model."""
 
     @extend_schema(
         operation_id="usage_summary",
         tags=["usage"],
         summary="Your credits and usage by day and by model",
+        description="`credits`: your balance, reserved and available credits now. `by_day`: "
+        "every UTC day from `from` to `to` (both inclusive; by default the last 30 days up to "
+        "today), days without calls included, with the credits burned, OE tokens, input and "
+        "output tokens and calls of your LLM calls; `by_model`: the same figures per model "
+        "that had calls in the range, most credits first. A range may cover at most 366 "
+        "days.",
         parameters=[UsageQuerySerializer],
         responses={200: UsageSummarySerializer},
     )
@@ -45,6 +51,10 @@ class LlmCallEventListView(PaginatedAPIView):
         operation_id="usage_events_list",
         tags=["usage"],
         summary="Your LLM call events",
+        description="Every LLM call made for you (agent replies, routing, summaries), newest "
+        "first, with its tokens, cost and credits burned; `input_tokens` and `output_tokens` "
+        "are the provider's totals, the cached, cache-write and reasoning figures are parts of "
+        "them. Filter by `session`, `purpose`, `status`, `model` and UTC days `from`/`to`.",
         responses=LlmCallEventSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
@@ -58,6 +68,9 @@ class LedgerEntryListView(PaginatedAPIView):
         operation_id="usage_ledger_list",
         tags=["usage"],
         summary="Your credit ledger",
+        description="Every movement of your credits, newest first: grants and refunds add "
+        "(positive `amount`), burns subtract (negative), adjustments go either way; each with "
+        "the balance after it and, for a burn, the call event it pays for.",
         responses=LedgerEntrySerializer(many=True),
     )
     def get(self, request: Request) -> Response:

@@ -61,14 +61,14 @@ def _figures(row: dict[str, Any] | None) -> dict[str, Any]:
     """One row of a usage summary as the API shows it; zeros when there is no row."""
     if row is None:
         return {
-            "credits": format_credits(0),
+            "credits_burned": format_credits(0),
             "oe_tokens": str(ZERO_OE),
             "input_tokens": 0,
             "output_tokens": 0,
             "calls": 0,
         }
     return {
-        "credits": format_credits(row["credits"]),
+        "credits_burned": format_credits(row["credits"]),
         "oe_tokens": str(Decimal(row["oe"]).quantize(ZERO_OE)),
         "input_tokens": row["input_tokens"],
         "output_tokens": row["output_tokens"],

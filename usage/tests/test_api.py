@@ -177,6 +177,10 @@ def test_extreme_dates_are_not_a_server_error(owner_with_calls) -> None:  # type
     response = client.get("/api/v1/usage?from=9999-12-31&to=9999-12-31")
     assert response.status_code == 200
     assert response.json()["by_day"][0]["date"] == "9999-12-31"
+    # The default 30 days stop at the calendar's first day.
+    response = client.get("/api/v1/usage?to=0001-01-05")
+    assert response.status_code == 200
+    assert response.json()["by_day"][0]["date"] == "0001-01-01"
 
 
 def test_usage_summary_defaults_to_the_last_30_days(owner_with_calls) -> None:  # type: ignore[no-untyped-def]
@@ -198,7 +202,7 @@ def test_usage_summary_defaults_to_the_last_30_days(owner_with_calls) -> None:  
     assert days[0]["date"] == (TODAY - timedelta(days=29)).isoformat()
     assert days[-1] == {
         "date": TODAY.isoformat(),
-        "credits": "3.117000",
+        "credits_burned": "3.117000",
         "oe_tokens": "2510.0000",
         "input_tokens": 13_000,
         "output_tokens": 1_200,
@@ -206,11 +210,11 @@ def test_usage_summary_defaults_to_the_last_30_days(owner_with_calls) -> None:  
     }
     assert days[-2]["calls"] == 1
     assert days[0]["calls"] == 0
-    assert days[0]["credits"] == "0.000000"
+    assert days[0]["credits_burned"] == "0.000000"
     assert body["by_model"] == [
         {
             "model": SONNET,
-            "credits": "6.180000",
+            "credits_burned": "6.180000",
             "oe_tokens": "4120.0000",
             "input_tokens": 24_000,
             "output_tokens": 2_000,
@@ -218,7 +222,7 @@ def test_usage_summary_defaults_to_the_last_30_days(owner_with_calls) -> None:  
         },
         {
             "model": MINI,
-            "credits": "0.027000",
+            "credits_burned": "0.027000",
             "oe_tokens": "450.0000",
             "input_tokens": 1_000,
             "output_tokens": 200,

@@ -1,10 +1,14 @@
 """`manage.py seed_demo`: demo data for a first run, and how to use it.
 
 Idempotent: every run reuses the demo user, the staff login, the "Demo room", its three agents and
-its session, tops the demo user's available credits up to DEMO_CREDITS, and prints fresh
-credentials. Secrets are stored nowhere in clear, so each run
+its session, tops the demo user's available credits up to DEMO_CREDITS, and prints the
+credentials. The database keeps only hashes, so without `--credentials-file` each run
   - issues a new "demo" API key and revokes the older ones (exactly one stays live), and
   - sets a new generated password on the admin login.
+With `--credentials-file PATH` (scripts/run.sh passes `.pantheon-demo.json`, git-ignored, mode
+0600) both are kept there in clear and reused while they still work, so a restart keeps them:
+a key that is revoked, expired or missing from the database (e.g. a new database) is replaced by
+a new one, and the file rewritten. Deleting the file gets new ones.
 
 The first run also leaves a history for the staff console to show (sessions are the markers: a
 history session that exists is never replayed, so re-runs add nothing): sessions in every mode
@@ -17,17 +21,22 @@ OPENROUTER_API_KEY is set — so the history is the same on every machine and ta
 
 from __future__ import annotations
 
+import hmac
+import json
+import os
 import secrets
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.test.utils import override_settings
 
 from accounts.models import ApiKey, User
-from accounts.services import api_key_create, api_key_revoke, user_get_or_create
+from accounts.services import api_key_create, api_key_revoke, hash_secret, user_get_or_create
 from llm.models import ModelConfig, Provider, ProviderKind
 from llm.providers import clear_client_cache
 from llm.services import provider_create
@@ -172,13 +181,21 @@ FAILURE_AGENTS = (
 
 
 @dataclass(frozen=True)
+class Credentials:
+    """The demo API key and admin password in clear: kept only in the credentials file."""
+
+    api_key: str = ""
+    admin_password: str = ""
+
+
+@dataclass(frozen=True)
 class DemoSeed:
-    """What a seed run produced; `admin_password` and `api_key` exist only in this object."""
+    """What a seed run produced; `credentials` exist in clear only here (and in the file)."""
 
     demo_user: User
     admin_user: User
-    admin_password: str
-    api_key: str
+    credentials: Credentials
+    key_reused: bool
     room: Room
     agents: list[Agent]
     session: Session
@@ -186,19 +203,10 @@ class DemoSeed:
 
 
 @transaction.atomic
-def _seed() -> DemoSeed:
+def _seed(stored: Credentials) -> DemoSeed:
     demo_user, _ = user_get_or_create(email=DEMO_EMAIL, display_name=DEMO_DISPLAY_NAME)
-
-    admin_password = secrets.token_urlsafe(18)
-    admin_user = User.objects.filter(email__iexact=ADMIN_EMAIL).first()
-    if admin_user is None:
-        admin_user = User.objects.create_superuser(
-            email=ADMIN_EMAIL, password=admin_password, display_name=ADMIN_DISPLAY_NAME
-        )
-    else:
-        admin_user.is_active = admin_user.is_staff = admin_user.is_superuser = True
-        admin_user.set_password(admin_password)
-        admin_user.save(update_fields=["is_active", "is_staff", "is_superuser", "password"])
+    admin_password = stored.admin_password or secrets.token_urlsafe(18)
+    admin_user = _admin(admin_password)
 
     room = (
         Room.objects.alive().filter(owner=demo_user, name=ROOM_NAME).order_by("created_at").first()
@@ -226,22 +234,96 @@ def _seed() -> DemoSeed:
         session = session_create(room=room, user=demo_user, title=SESSION_TITLE)
 
     _top_up(demo_user)
-
-    # A key's secret is shown only once, so a re-run cannot print the old one: replace it.
-    for old_key in ApiKey.objects.filter(user=demo_user, name=DEMO_KEY_NAME, revoked_at=None):
-        api_key_revoke(api_key=old_key)
-    issued = api_key_create(user=demo_user, name=DEMO_KEY_NAME)
+    api_key = _demo_key(demo_user, stored.api_key)
 
     return DemoSeed(
         demo_user=demo_user,
         admin_user=admin_user,
-        admin_password=admin_password,
-        api_key=issued.key,
+        credentials=Credentials(api_key=api_key, admin_password=admin_password),
+        key_reused=api_key == stored.api_key,
         room=room,
         agents=list(Agent.objects.alive().filter(room=room)),
         session=session,
         credits=credits_for_user(demo_user),
     )
+
+
+def _admin(password: str) -> User:
+    """The staff login, with `password` (checked first: hashing a new one costs, and an
+    unchanged row is not written)."""
+    admin_user = User.objects.filter(email__iexact=ADMIN_EMAIL).first()
+    if admin_user is None:
+        return User.objects.create_superuser(
+            email=ADMIN_EMAIL, password=password, display_name=ADMIN_DISPLAY_NAME
+        )
+    if not (
+        admin_user.is_active
+        and admin_user.is_staff
+        and admin_user.is_superuser
+        and admin_user.check_password(password)
+    ):
+        admin_user.is_active = admin_user.is_staff = admin_user.is_superuser = True
+        admin_user.set_password(password)
+        admin_user.save(update_fields=["is_active", "is_staff", "is_superuser", "password"])
+    return admin_user
+
+
+def _demo_key(demo_user: User, stored_key: str) -> str:
+    """The one live "demo" key: `stored_key` while it still authenticates the demo user, else a
+    new one (a key's secret is shown only once, so an unknown old one cannot be printed). Every
+    other live demo key is revoked."""
+    keep = _usable_demo_key(demo_user, stored_key)
+    for old_key in ApiKey.objects.filter(user=demo_user, name=DEMO_KEY_NAME, revoked_at=None):
+        if old_key != keep:
+            api_key_revoke(api_key=old_key)
+    if keep is not None:
+        return stored_key
+    return api_key_create(user=demo_user, name=DEMO_KEY_NAME).key
+
+
+def _usable_demo_key(demo_user: User, key: str) -> ApiKey | None:
+    """The row of `key` (`pan_<public id>_<secret>`) when it is the demo user's live demo key."""
+    parts = key.split("_", 2)
+    if len(parts) != 3 or not all(parts):
+        return None
+    _, public_id, secret = parts
+    row = ApiKey.objects.filter(user=demo_user, name=DEMO_KEY_NAME, public_id=public_id).first()
+    if row is None or not hmac.compare_digest(hash_secret(secret), row.secret_hash):
+        return None
+    return row if row.is_usable() else None
+
+
+def _read_credentials(path: Path) -> Credentials:
+    """What the file holds; nothing when it is missing or unreadable (new ones are issued)."""
+    try:
+        data = json.loads(path.read_text())
+        return Credentials(
+            api_key=str(data.get("api_key") or ""),
+            admin_password=str(data.get("admin_password") or ""),
+        )
+    except (OSError, ValueError, AttributeError):
+        return Credentials()
+
+
+def _write_credentials(path: Path, credentials: Credentials) -> None:
+    """Replace the file atomically, readable by its owner only (mode 0600)."""
+    content = json.dumps(
+        {
+            "about": "Demo credentials of scripts/run.sh (seed_demo). Delete to get new ones.",
+            "admin_email": ADMIN_EMAIL,
+            "admin_password": credentials.admin_password,
+            "api_key": credentials.api_key,
+        },
+        indent=2,
+    )
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(content + "\n")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _failures_room(demo_user: User) -> Room:
@@ -348,8 +430,8 @@ class Command(BaseCommand):
     help = (
         "Create (or reuse) the demo user, an admin login, a 'Demo room' with three agents and a "
         "session; on the first run, a history of turns for the staff console (every mode, a "
-        "rejected request, a failed agent); issue a fresh demo API key (older demo keys are "
-        "revoked) and a new admin password; print how to use them."
+        "rejected request, a failed agent); issue a demo API key and an admin password (new ones "
+        "on every run, unless --credentials-file keeps them); print how to use them."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -358,44 +440,77 @@ class Command(BaseCommand):
             default="http://127.0.0.1:8000",
             help="Where the server is reached, for the printed links (default: %(default)s).",
         )
+        parser.add_argument(
+            "--credentials-file",
+            metavar="PATH",
+            help=(
+                "Keep the demo API key and admin password in this file (mode 0600) and reuse them "
+                "while they still work (scripts/run.sh: .pantheon-demo.json). Without it, every "
+                "run issues a new key (revoking the previous one) and a new password."
+            ),
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         base = options["base_url"].rstrip("/")
+        path = Path(options["credentials_file"]) if options["credentials_file"] else None
+        stored = _read_credentials(path) if path is not None else Credentials()
         try:
-            seed = _seed()
+            seed = _seed(stored)
+            if path is not None and seed.credentials != stored:  # as soon as they are committed
+                _write_credentials(path, seed.credentials)
             played = _seed_history(seed)
         except ApplicationError as exc:  # e.g. the demo model was deactivated in the admin
             raise CommandError(f"seed_demo: {exc.message} {exc.details}") from exc
         # The history burned credits: top up again, so the printed figure is the full amount.
         _top_up(seed.demo_user)
         seed = replace(seed, credits=credits_for_user(seed.demo_user))
-        handles = ", ".join(f"@{agent.handle}" for agent in seed.agents)
-        key = seed.api_key
-        lines = [
-            "",
-            "Pantheon demo data is ready.",
-            "",
-            f"  URL:        {base}/",
-            f"  API docs:   {base}/api/docs/",
-            f"  Admin:      {base}/admin/",
-            f"    e-mail:   {seed.admin_user.email}",
-            f"    password: {seed.admin_password}",
-            "              (a new password is set on every seed_demo run)",
-            f"  Demo user:  {seed.demo_user.email} ({seed.credits['available']} credits)",
-            f"  API key:    {key}",
-            "              (the only live 'demo' key: every run revokes the previous one)",
-            f"  Room:       {seed.room.name} {seed.room.pk} ({handles}, {seed.room.default_mode})",
-            f"  Session:    {seed.session.pk}",
-            f"  History:    {played} demo session(s) played now "
-            f"({len(HISTORY)} in all; see them in the admin)",
-            f"  Dashboard:  {base}/admin/usage/llmcallevent/dashboard/",
-            "",
-            "Try it:",
-            f'  curl -H "Authorization: Bearer {key}" {base}/api/v1/auth/me',
-            "  curl -X POST -H 'Content-Type: application/json' "
-            f'-H "Authorization: Bearer {key}" \\',
-            '       -d \'{"input": "Hello team, what should we build first?"}\' \\',
-            f"       {base}/api/v1/sessions/{seed.session.pk}/turns",
-            "",
+        self.stdout.write("\n".join(_banner(seed, base=base, played=played, path=path)))
+
+
+def _banner(seed: DemoSeed, *, base: str, played: int, path: Path | None) -> list[str]:
+    api = f"{base}/api/v1"
+    every = settings.CONTEXT_MANDATORY_SUMMARY_TURN
+    if path is None:
+        password_notes = ["(a new password is set on every seed_demo run)"]
+        key_notes = ["(the only live 'demo' key: every run revokes the previous one)"]
+    else:
+        password_notes = []
+        key_notes = [
+            "(this key and the admin password stay the same across restarts: they are kept",
+            f" in {path}; delete that file to get new ones)",
         ]
-        self.stdout.write("\n".join(lines))
+        if not seed.key_reused:
+            key_notes.append(f"(a new key: {path} held none that still works here)")
+    agents = [f"@{agent.handle:<4} {agent.pk}" for agent in seed.agents]
+    return [
+        "",
+        "Pantheon demo data is ready.",
+        "",
+        f"  URL:        {base}/",
+        f"  API docs:   {base}/api/docs/",
+        f"  Admin:      {base}/admin/",
+        f"    e-mail:   {seed.admin_user.email}",
+        f"    password: {seed.credentials.admin_password}",
+        *(f"              {note}" for note in password_notes),
+        f"  Demo user:  {seed.demo_user.email} ({seed.credits['available']} credits)",
+        f"  API key:    {seed.credentials.api_key}",
+        *(f"              {note}" for note in key_notes),
+        f"  Room:       {seed.room.pk} ({seed.room.name}, {seed.room.default_mode})",
+        *(f"  {'Agents:' if i == 0 else '':<12}{line}" for i, line in enumerate(agents)),
+        f"  Session:    {seed.session.pk} (turns so far: {seed.session.turn_counter})",
+        f"  History:    {played} demo session(s) played now "
+        f"({len(HISTORY)} in all; see them in the admin)",
+        f"  Dashboard:  {base}/admin/usage/llmcallevent/dashboard/",
+        "",
+        "Try it (paste into a shell):",
+        f"  API={api}",
+        f"  KEY={seed.credentials.api_key}",
+        f"  SESSION={seed.session.pk}",
+        '  curl -H "Authorization: Bearer $KEY" $API/auth/me',
+        "  curl -X POST -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\",
+        '       -d \'{"input": "Hello team, what should we build first?"}\' \\',
+        "       $API/sessions/$SESSION/turns",
+        f"  # Every {every}th turn of a session asks for a summary of its older turns; then:",
+        '  curl -H "Authorization: Bearer $KEY" $API/sessions/$SESSION/summary',
+        "",
+    ]

@@ -1,18 +1,21 @@
 """Asking for summaries: the `pending` row written in a turn's transaction (so a sweep always
-finds it), handing it to the worker once that transaction has committed, the periodic sweep's
-list of summaries due, and the backfill of sessions whose summary is missing or failed."""
+finds it), handing it to the worker once that transaction has committed (or, with no broker, to
+a thread of this process), the periodic sweep's list of summaries due, and the backfill of
+sessions whose summary is missing or failed."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from uuid import UUID
 
 from celery import current_app
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from pantheon.db import pk_batches
@@ -54,11 +57,20 @@ def summary_request(*, session: Session, turn: Turn, cover_to: int) -> SessionSu
 
 
 def summary_enqueue(summary_id: UUID) -> bool:
-    """Hand a summary to the worker. With `CELERY_TASK_ALWAYS_EAGER` (no worker) it is
-    generated here and now. Never raises: with the broker down the row stays pending and the
-    sweep (or `manage.py summarize_pending`) picks it up later."""
+    """Hand a summary to the worker. Never raises.
+
+    - `CELERY_TASK_ALWAYS_EAGER`: generated here and now.
+    - An empty `CELERY_BROKER_URL` (no broker, the zero-setup first run): generated in this
+      process, in a thread started once the caller's transaction has committed (at once outside
+      one), so the turn's response never waits for the summarizer.
+    - Otherwise sent to the broker. With the broker down the row stays pending and the sweep (or
+      `manage.py summarize_pending`) picks it up later."""
     if settings.CELERY_TASK_ALWAYS_EAGER:
         return _generate_here(summary_id)
+    if not settings.CELERY_BROKER_URL:
+        # The thread reads the row on a connection of its own: only committed rows exist there.
+        transaction.on_commit(partial(_start_generation_thread, summary_id), robust=True)
+        return True
     try:
         current_app.send_task(SUMMARIZE_TASK, args=[str(summary_id)], retry=False)
         return True
@@ -71,10 +83,31 @@ def _generate_here(summary_id: UUID) -> bool:
     try:
         summary_generate(summary_id=summary_id)
     except SummaryRetryable:
-        logger.info("summary %s is pending again; the sweep will retry it", summary_id)
+        logger.warning(
+            "summary %s is pending again after a provider error; the sweep (or manage.py "
+            "summarize_pending) will retry it",
+            summary_id,
+        )
     except Exception:  # the request that asked for it has succeeded; the sweep retries
         logger.exception("summary %s failed in-process", summary_id)
     return True
+
+
+def _start_generation_thread(summary_id: UUID) -> None:
+    # Not a daemon: a stopping server finishes the summary it started (gunicorn's graceful
+    # timeout bounds the wait) rather than leaving the row `running` until its lease expires.
+    threading.Thread(
+        target=_generate_in_thread, args=(summary_id,), name=f"summary-{summary_id}"
+    ).start()
+
+
+def _generate_in_thread(summary_id: UUID) -> None:
+    """A thread's whole life: Django gives it database connections of its own, which nothing
+    else would ever close (or hand back to the pool), so it closes them before it ends."""
+    try:
+        _generate_here(summary_id)
+    finally:
+        connections.close_all()
 
 
 def summaries_due(*, older_than_seconds: int = 30) -> list[UUID]:

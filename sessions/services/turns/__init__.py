@@ -7,6 +7,8 @@
     calls         one provider call and its write (reserve, invoke, record)
     execution     each speaker in order, then the close
     closing       the close, the recovery of a turn that broke off, the stale sweep
+    control       cancelling a running turn from any process (the cancel watch)
+    retry         retrying and regenerating replies of the latest turn
     idempotency   Idempotency-Key fingerprints, replays and their purge
     state         the frozen values the stages hand to each other
 
@@ -22,13 +24,17 @@ from accounts.models import User
 from sessions.models import Session
 from sessions.services.turns.admission import turn_admit, turn_preflight
 from sessions.services.turns.closing import turns_fail_stale
+from sessions.services.turns.control import turn_cancel_request
 from sessions.services.turns.execution import turn_execute
 from sessions.services.turns.idempotency import idempotency_keys_purge, request_fingerprint
-from sessions.services.turns.observers import NullObserver, TurnObserver
+from sessions.services.turns.observers import CallControl, NullObserver, TurnObserver
+from sessions.services.turns.retry import AdmittedRetry, turn_retry_admit, turn_retry_execute
 from sessions.services.turns.state import AdmittedTurn, Replay, TurnOutcome
 
 __all__ = [
+    "AdmittedRetry",
     "AdmittedTurn",
+    "CallControl",
     "NullObserver",
     "Replay",
     "TurnObserver",
@@ -36,8 +42,11 @@ __all__ = [
     "idempotency_keys_purge",
     "request_fingerprint",
     "turn_admit",
+    "turn_cancel_request",
     "turn_execute",
     "turn_preflight",
+    "turn_retry_admit",
+    "turn_retry_execute",
     "turn_run",
     "turns_fail_stale",
 ]

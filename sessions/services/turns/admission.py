@@ -25,7 +25,7 @@ from llm.selectors import model_get
 from pantheon import sql
 from pantheon.errors import ApplicationError
 from pantheon.sql import mark_saved
-from rooms.models import TurnMode
+from rooms.models import Agent, TurnMode
 from sessions import selectors
 from sessions import sql as sessions_sql
 from sessions.models import Message, MessageRole, Session, Turn, TurnIdempotencyKey, TurnStatus
@@ -86,6 +86,7 @@ def turn_admit(
         user=user,
         session=session,
         mode=mode,
+        speakers=preflight.speakers,
         first=first,
         user_input=user_input,
         idempotency_key=idempotency_key,
@@ -143,6 +144,7 @@ def _turn_open(
     user: User,
     session: Session,
     mode: str,
+    speakers: tuple[Agent, ...],
     first: PreparedCall,
     user_input: str,
     idempotency_key: str | None,
@@ -161,6 +163,7 @@ def _turn_open(
         "user": user,
         "session": session,
         "mode": mode,
+        "speaker_ids": [str(a.id) for a in speakers],
         "first": first,
         "user_input": user_input,
         "idempotency_key": idempotency_key,
@@ -179,6 +182,7 @@ def _open_at_once(
     user: User,
     session: Session,
     mode: str,
+    speaker_ids: list[str],
     first: PreparedCall,
     user_input: str,
     idempotency_key: str | None,
@@ -191,6 +195,7 @@ def _open_at_once(
         session=session,
         turn_index=0,
         mode=mode,
+        speaker_ids=speaker_ids,
         user_input=user_input,
         created_at=now,
         progress_at=now,
@@ -265,6 +270,7 @@ def _open_with_orm(
     user: User,
     session: Session,
     mode: str,
+    speaker_ids: list[str],
     first: PreparedCall,
     user_input: str,
     idempotency_key: str | None,
@@ -288,6 +294,7 @@ def _open_with_orm(
                 session=locked,
                 turn_index=locked.turn_counter,
                 mode=mode,
+                speaker_ids=speaker_ids,
                 user_input=user_input,
                 created_at=now,
                 progress_at=now,

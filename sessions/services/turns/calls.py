@@ -60,9 +60,10 @@ class CallNotRecorded(Exception):
         self.prepared, self.outcome, self.reservation = prepared, outcome, reservation
 
 
-def call_key(turn_id: UUID, number: int) -> str:
-    """The ledger key of a turn's `number`-th provider call (a repeat of the write is a no-op)."""
-    return f"turn:{turn_id}:call:{number}"
+def call_key(open_turn: OpenTurn, number: int) -> str:
+    """The ledger key of the run's `number`-th provider call (a repeat of the write is a no-op).
+    A retry's run has keys of its own."""
+    return f"{open_turn.key_prefix}:call:{number}"
 
 
 def reserve(open_turn: OpenTurn, prepared: PreparedCall) -> Reservation | tuple[str, str]:
@@ -182,6 +183,11 @@ def assistant_message_write(turn: Turn, agent: Agent, position: int, **fields: A
     return message
 
 
+def supersede(message_id: UUID) -> None:
+    """Mark the reply a retry replaces (in the caller's transaction)."""
+    Message.objects.filter(pk=message_id).update(status=MessageStatus.SUPERSEDED)
+
+
 def reply_status(outcome: CallOutcome) -> str:
     return {"ok": MessageStatus.OK, "cancelled": MessageStatus.INTERRUPTED}.get(
         outcome.status, MessageStatus.ERROR
@@ -274,9 +280,11 @@ def call_write(
     request_summary: bool,
     reply_at: int | None = None,
     last: bool = False,
+    supersedes: UUID | None = None,
 ) -> tuple[Message | None, CallWritten]:
     """A call's one write: the reply's message (at position `reply_at`; a routing call has
-    none) and the recorded call; the `last` speaker leaves the turn's progress to the close.
+    none) and the recorded call; the `last` speaker leaves the turn's progress to the close; a
+    retry's reply marks the one it replaces (`supersedes`) superseded.
     One statement on PostgreSQL (`sessions.sql.call_write`), else one ORM transaction. Raises
     CallNotRecorded (the cause chained) when it cannot be written."""
 
@@ -291,6 +299,7 @@ def call_write(
                 request_summary=request_summary,
                 reply_at=reply_at,
                 last=last,
+                supersedes=supersedes,
             )
             if written is not None:
                 return written
@@ -303,6 +312,7 @@ def call_write(
             request_summary=request_summary,
             reply_at=reply_at,
             last=last,
+            supersedes=supersedes,
         )
 
     def committed() -> tuple[Message | None, CallWritten] | None:
@@ -331,6 +341,7 @@ def _write_at_once(
     request_summary: bool,
     reply_at: int | None,
     last: bool,
+    supersedes: UUID | None,
 ) -> tuple[Message | None, CallWritten] | None:
     """The call's rows in one statement; None when the event's key or generation id was seen
     before (the ORM path decides then)."""
@@ -360,6 +371,7 @@ def _write_at_once(
         summary=summary,
         progress_of=None if last else turn.id,
         now=now,
+        supersedes=supersedes,
     )
     if not written:
         return None
@@ -378,8 +390,11 @@ def _write_with_orm(
     request_summary: bool,
     reply_at: int | None,
     last: bool,
+    supersedes: UUID | None,
 ) -> tuple[Message | None, CallWritten]:
     with transaction.atomic():
+        if supersedes is not None:
+            supersede(supersedes)
         message = None
         if reply_at is not None:
             message = _reply_row(open_turn, prepared, outcome, reply_at)

@@ -38,19 +38,22 @@ LLM_UNAVAILABLE = "llm_unavailable"
 INTERNAL_ERROR = "internal_error"
 
 
-def _status_of(progress: Progress, *, speakers: int, cancelled: bool) -> str:
-    results = progress.results
-    ok = sum(1 for r in results if r.ok)
-    if any(r.interrupted for r in results) or (cancelled and len(results) < speakers):
+def _status_of(replies: list[Message | None]) -> str:
+    """A turn's status from each speaker's current message (None: it never spoke, a cancel or a
+    disconnect kept it from it)."""
+    ok = sum(1 for m in replies if m is not None and m.status == MessageStatus.OK)
+    if any(m is None or m.status == MessageStatus.INTERRUPTED for m in replies):
         return TurnStatus.INTERRUPTED
-    if ok == speakers:
+    if ok == len(replies):
         return TurnStatus.COMPLETED
     return TurnStatus.PARTIAL if ok else TurnStatus.FAILED
 
 
-def _output(progress: Progress) -> str:
+def _output(replies: list[Message | None]) -> str:
     return "\n\n".join(
-        f"{r.message.agent.name}: {r.message.content}" for r in progress.results if r.ok
+        f"{m.agent.name}: {m.content}"
+        for m in replies
+        if m is not None and m.status == MessageStatus.OK
     )
 
 
@@ -58,9 +61,26 @@ def turn_close(progress: Progress, *, speakers: int, cancelled: bool) -> TurnOut
     """Close a turn that ran to its end: status from its speakers' results (a single speaker
     that failed makes the whole request `llm_unavailable`), output, leftover reservations
     released (a next speaker's, never called), its Idempotency-Key finished, its summary
-    request enqueued once this has committed."""
-    status = _status_of(progress, speakers=speakers, cancelled=cancelled)
-    error = LLM_UNAVAILABLE if status == TurnStatus.FAILED and speakers == 1 else None
+    request enqueued once this has committed. Rendered from what it wrote (no query)."""
+    replies: list[Message | None] = [r.message for r in progress.results]
+    replies += [None] * (speakers - len(replies))
+    error = _close(progress, replies)
+    return TurnOutcome(turn=_rendered(progress), error=error)
+
+
+def retry_close(progress: Progress, *, replies: list[Message | None]) -> TurnOutcome:
+    """Close a turn after a retry: its status and output recomputed over every speaker's current
+    reply (`replies`, in the speakers' order); the turn read back, its usage counting every
+    call it ever made, superseded ones included."""
+    error = _close(progress, replies)
+    turn_id = progress.open.turn.id
+    return TurnOutcome(turn=selectors.turn_get_by_id(turn_id=turn_id), error=error)
+
+
+def _close(progress: Progress, replies: list[Message | None]) -> str | None:
+    """Write the close; returns why the request failed as a whole, if it did."""
+    status = _status_of(replies)
+    error = LLM_UNAVAILABLE if status == TurnStatus.FAILED and len(replies) == 1 else None
     now = timezone.now()
     open_turn = progress.open
     turn = open_turn.turn
@@ -70,7 +90,7 @@ def turn_close(progress: Progress, *, speakers: int, cancelled: bool) -> TurnOut
 
     def write() -> None:
         with nullcontext() if alone else transaction.atomic():
-            turn.status, turn.assistant_output = status, _output(progress)
+            turn.status, turn.assistant_output = status, _output(replies)
             turn.completed_at = turn.progress_at = now
             turn.error_code = error or ""
             turn.save(
@@ -89,7 +109,7 @@ def turn_close(progress: Progress, *, speakers: int, cancelled: bool) -> TurnOut
             _enqueue_summaries(progress)
 
     calls.retry_on_lost_connection(write, lambda: None)
-    return TurnOutcome(turn=_rendered(progress), error=error)
+    return error
 
 
 def _holds_reservations(progress: Progress) -> bool:
@@ -179,7 +199,7 @@ def _bill_unrecorded(progress: Progress, unrecorded: calls.CallNotRecorded) -> N
                 unrecorded.prepared,
                 unrecorded.outcome,
                 unrecorded.reservation,
-                key=f"turn:{progress.open.turn.id}:call:recovered",
+                key=f"{progress.open.key_prefix}:call:recovered",
                 request_summary=False,
                 progress=False,
             )
@@ -201,7 +221,7 @@ def _close_failed(
         if turn.status == TurnStatus.RUNNING:
             pinned = _pin_failure(turn, speaking)
             turn.status, turn.error_code = TurnStatus.FAILED, INTERNAL_ERROR
-            turn.assistant_output = _output(progress)
+            turn.assistant_output = _output([r.message for r in progress.results])
             turn.completed_at = turn.progress_at = now
             turn.save(
                 update_fields=[

@@ -11,9 +11,10 @@ from django.db import transaction
 
 from llm.gateway import GatewayRequest
 from rooms.models import Agent, TurnMode
-from sessions.models import MessageStatus
+from sessions.models import Message, MessageStatus
 from sessions.services.turns import calls
 from sessions.services.turns.closing import turn_close, turn_recover
+from sessions.services.turns.control import cancel_watch
 from sessions.services.turns.observers import NullObserver, TurnObserver
 from sessions.services.turns.orchestrator import route
 from sessions.services.turns.prompts import prepare_call
@@ -32,6 +33,11 @@ def turn_execute(*, admitted: AdmittedTurn, observer: TurnObserver | None = None
     """Run an admitted turn to its end and close it; never leaves it running (short of the
     database itself being gone, when the stale sweep closes it later)."""
     observer = observer or NullObserver()
+    with cancel_watch(admitted.turn.id, observer.cancel):
+        return _execute(admitted, observer)
+
+
+def _execute(admitted: AdmittedTurn, observer: TurnObserver) -> TurnOutcome:
     progress = Progress(open=admitted.open)
     speaking: tuple[Agent, int] | None = None
     try:
@@ -43,7 +49,16 @@ def turn_execute(*, admitted: AdmittedTurn, observer: TurnObserver | None = None
             if observer.cancelled():
                 break
             speaking = (agent, position)
-            result = _speak(admitted, progress, agent, position, observer, len(speakers))
+            result = speak(
+                admitted,
+                progress,
+                agent,
+                position,
+                observer,
+                first=position == 1 and admitted.mode != TurnMode.ORCHESTRATOR,
+                earlier=progress.replies,
+                last=position == len(speakers),
+            )
             progress = progress.with_result(result)
             speaking = None
             if result.interrupted:
@@ -53,23 +68,31 @@ def turn_execute(*, admitted: AdmittedTurn, observer: TurnObserver | None = None
         return turn_recover(progress, exc, speaking=speaking, observer=observer)
 
 
-def _speak(
+def speak(
     admitted: AdmittedTurn,
     progress: Progress,
     agent: Agent,
     position: int,
     observer: TurnObserver,
-    speakers: int,
+    *,
+    first: bool,
+    earlier: list[Reply],
+    last: bool,
+    supersedes: Message | None = None,
 ) -> SpeakerResult:
-    """One agent's reply: its prompt and reservation (the first speaker's were made at
-    admission), its call, then one transaction for message, event, burn and audit."""
-    if position == 1 and admitted.mode != TurnMode.ORCHESTRATOR:
+    """One agent's reply at `position`, on the `earlier` replies of this turn: its prompt and
+    reservation (the `first` call's were made at admission), its call, then one write for
+    message, event, burn and audit (the `last` leaves the turn's progress to the close). A
+    retry's reply replaces the message it `supersedes`."""
+    if first:
         prepared, reservation = admitted.first, admitted.first_reservation
     else:
-        prepared = prepare_call(agent=agent, context=admitted.context, earlier=progress.replies)
+        prepared = prepare_call(agent=agent, context=admitted.context, earlier=earlier)
         reserved = calls.reserve(admitted.open, prepared)
         if isinstance(reserved, tuple):
-            return speaker_failed(progress, prepared, position, *reserved, observer=observer)
+            return speaker_failed(
+                progress, prepared, position, *reserved, observer=observer, supersedes=supersedes
+            )
         reservation = reserved
     observer.agent_started(agent)
     outcome = calls.invoke(
@@ -91,16 +114,18 @@ def _speak(
             outcome.error_message,
             observer=observer,
             reservation=reservation,
+            supersedes=supersedes,
         )
     message, written = calls.call_write(
         admitted.open,
         prepared,
         outcome,
         reservation,
-        key=calls.call_key(admitted.turn.id, progress.calls_made + 1),
+        key=calls.call_key(admitted.open, progress.calls_made + 1),
         request_summary=not progress.summaries_requested,
         reply_at=position,
-        last=position == speakers,
+        last=last,
+        supersedes=supersedes.id if supersedes is not None else None,
     )
     assert message is not None
     observer.agent_finished(agent, message, written.event)
@@ -121,14 +146,18 @@ def speaker_failed(
     *,
     observer: TurnObserver,
     reservation: Reservation | None = None,
+    supersedes: Message | None = None,
 ) -> SpeakerResult:
     """A speaker that could not be called (budget, credits, price, an unusable provider): its
-    own error message and audit, and its reservation (if it had one) given back unspent."""
+    own error message and audit (replacing the reply a retry `supersedes`), and its reservation
+    (if it had one) given back unspent."""
     agent = prepared.agent
     assert agent is not None
     calls.release(reservation)
     open_turn = progress.open
     with transaction.atomic():
+        if supersedes is not None:
+            calls.supersede(supersedes.id)
         failed = calls.assistant_message_write(
             open_turn.turn,
             agent,

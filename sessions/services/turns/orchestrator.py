@@ -95,7 +95,7 @@ def _call(
         prepared,
         outcome,
         reservation,
-        key=calls.call_key(admitted.turn.id, progress.calls_made + 1),
+        key=calls.call_key(admitted.open, progress.calls_made + 1),
         request_summary=not progress.summaries_requested,
     )
     if outcome.status == "ok":
@@ -128,6 +128,7 @@ def _record_routing(
     agents: tuple[Agent, ...],
 ) -> None:
     turn = admitted.turn
+    by_handle = {a.handle: a for a in agents}
     if decision is not None:
         turn.routing_selected = decision.selected
         turn.routing_reason = decision.reason
@@ -135,6 +136,13 @@ def _record_routing(
         turn.routing_selected = [agents[0].handle]
         turn.fallback_used = True
         turn.fallback_reason = (fallback_reason or "")[:500]
+    turn.speaker_ids = [str(by_handle[h].id) for h in turn.routing_selected]
     turn.save(
-        update_fields=["routing_selected", "routing_reason", "fallback_used", "fallback_reason"]
+        update_fields=[
+            "routing_selected",
+            "routing_reason",
+            "fallback_used",
+            "fallback_reason",
+            "speaker_ids",
+        ]
     )

@@ -1,7 +1,11 @@
 """Who answers a turn, decided before anything is written (422 otherwise): the addressed agents
 in manual mode (`agent_ids`, else @mentions in order of first mention), every active agent in
 round table. The orchestrator's speakers are chosen later by its routing call (orchestrator.py);
-here it only needs an active agent to exist."""
+here it only needs an active agent to exist.
+
+In every mode an @mention must name an active agent of the room (422 `unknown_agent`): a typo
+or a retired agent is said at once rather than left for the room to answer without it. Mentions
+are what `routing.parse_mentions` finds (no e-mail addresses, nothing inside code)."""
 
 from __future__ import annotations
 
@@ -34,25 +38,30 @@ def resolve_speakers(
     """The speakers of a manual or round-table turn (none yet for the orchestrator)."""
     if not agents:
         raise _no_agent_selected(agents)
-    if mode == TurnMode.MANUAL:
-        return _addressed(agents, user_input=user_input, agent_ids=agent_ids)
+    mentioned = _mentioned(agents, user_input=user_input)
     if mode == TurnMode.ROUND_TABLE:
         return agents
-    return ()
-
-
-def _addressed(
-    agents: tuple[Agent, ...], *, user_input: str, agent_ids: list[UUID] | None
-) -> tuple[Agent, ...]:
+    if mode != TurnMode.MANUAL:
+        return ()
     if agent_ids:
-        by_id = {a.id: a for a in agents}
-        unknown = [str(i) for i in agent_ids if i not in by_id]
-        if unknown:
-            raise unknown_agent(unknown, agents)
-        return tuple({i: by_id[i] for i in agent_ids}.values())
-    handles = routing.parse_mentions(user_input)
-    if not handles:
+        return _by_id(agents, agent_ids)
+    if not mentioned:
         raise _no_agent_selected(agents)
+    return mentioned
+
+
+def _by_id(agents: tuple[Agent, ...], agent_ids: list[UUID]) -> tuple[Agent, ...]:
+    by_id = {a.id: a for a in agents}
+    unknown = [str(i) for i in agent_ids if i not in by_id]
+    if unknown:
+        raise unknown_agent(unknown, agents)
+    return tuple({i: by_id[i] for i in agent_ids}.values())
+
+
+def _mentioned(agents: tuple[Agent, ...], *, user_input: str) -> tuple[Agent, ...]:
+    """The agents `user_input` @mentions, in order of first mention; 422 `unknown_agent` when
+    one is not an active agent of the room."""
+    handles = routing.parse_mentions(user_input)
     by_handle = {a.handle: a for a in agents}
     unknown = [f"@{h}" for h in handles if h not in by_handle]
     if unknown:

@@ -77,6 +77,12 @@ class OpenTurn:
     user_message: Message
     idempotency_key: str | None
     summary_requested: UUID | None  # a pending summary row written with the turn
+    # Where the ledger keys of this run's calls start: the turn's own, or a retry's.
+    run: str = ""
+
+    @property
+    def key_prefix(self) -> str:
+        return f"turn:{self.turn.id}{self.run}"
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,17 @@ def test_turn_runs_end_to_end(setup: Setup, llm_stub) -> None:  # type: ignore[n
     assert audit.estimated_tokens_final == expected
 
 
+def test_only_the_accept_header_asks_for_the_stream(setup: Setup, llm_stub) -> None:  # type: ignore[no-untyped-def]
+    # DRF's `?format=` override is not a second switch (the schema documents `Accept` only).
+    url = f"{setup.url}?format=sse"
+    response = setup.client.post(url, {"input": "hi"}, format="json")
+    assert response.status_code == 201 and response["Content-Type"] == "application/json"
+    response = setup.client.post(
+        url, {"input": "again"}, format="json", HTTP_ACCEPT="application/json"
+    )
+    assert response.status_code == 201
+
+
 def test_second_turn_sends_history_in_order(setup: Setup, llm_stub) -> None:  # type: ignore[no-untyped-def]
     llm_stub.enqueue(StubReply(text="first answer"))
     llm_stub.enqueue(StubReply(text="second answer"))
@@ -285,9 +296,11 @@ def test_idempotent_replay_and_reuse(setup: Setup, llm_stub) -> None:  # type: i
     key = {"Idempotency-Key": "abc-1"}
     first = setup.post("hello", headers=key)
     assert first.status_code == 201
+    assert "Idempotent-Replayed" not in first
     replay = setup.post("hello", headers=key)
     assert replay.status_code == 201
     assert replay.json() == first.json()
+    assert replay["Idempotent-Replayed"] == "true"
     assert len(llm_stub.requests) == 1
     assert LlmCallEvent.objects.filter(user=setup.user).count() == 1
     reused = setup.post("something else", headers=key)
@@ -301,9 +314,11 @@ def test_idempotent_replay_of_a_failed_turn_is_the_same_502(setup: Setup, llm_st
     key = {"Idempotency-Key": "fail-1"}
     first = setup.post("hello", headers=key)
     assert first.status_code == 502
+    assert "Idempotent-Replayed" not in first
     calls = len(llm_stub.requests)
     replay = setup.post("hello", headers=key)
     assert replay.status_code == 502 and replay.json() == first.json()
+    assert replay["Idempotent-Replayed"] == "true"
     assert len(llm_stub.requests) == calls
 
 

@@ -95,4 +95,12 @@ def test_orchestrator_default_mode_and_offline_routing(db, settings) -> None:  #
     body = response.json()
     assert body["mode"] == "orchestrator"
     assert body["routing"]["selected"] == ["cy"]
+    assert body["routing"]["reason"] == "[offline model] routed by mention: @cy"
     assert body["messages"][1]["content"].startswith("[offline model]")
+    # No mention: a keyword of an agent's roster line (its name here), else the first agent.
+    by_name = r.post("Is Cy around?").json()["routing"]
+    assert by_name["selected"] == ["cy"]
+    assert by_name["reason"] == "[offline model] routed by keyword match: 'cy' ~ @cy"
+    unmatched = r.post("What could go wrong?").json()["routing"]
+    assert unmatched["selected"] == ["ada"] and not unmatched["fallback_used"]
+    assert unmatched["reason"] == "[offline model] no mention or keyword match: first agent"

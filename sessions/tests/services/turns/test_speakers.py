@@ -64,9 +64,38 @@ def test_manual_rejections_write_nothing(room: Room, llm_stub, text, body, code)
     assert room.session.turn_counter == 0
 
 
-def test_manual_inactive_agent_is_unknown(room: Room) -> None:
+@pytest.mark.parametrize("mode", ["manual", "round_table", "orchestrator"])
+def test_an_inactive_agent_is_unknown(room: Room, mode: str) -> None:
     room.bo.is_active = False
     room.bo.save(update_fields=["is_active"])
-    response = room.post("@bo?", mode="manual")
+    response = room.post("@bo?", mode=mode)
     assert response.status_code == 422
     assert response.json()["error"]["details"] == {"unknown": ["@bo"], "available": ["ada", "cy"]}
+
+
+# --- round table and orchestrator: mentions must name agents too ---------------------------------
+
+
+@pytest.mark.parametrize("mode", ["round_table", "orchestrator"])
+def test_a_mention_of_an_unknown_agent_is_refused_in_every_mode(room: Room, llm_stub, mode) -> None:  # type: ignore[no-untyped-def]
+    response = room.post("@ada and @zed, what do you think?", mode=mode)
+    assert response.status_code == 422, response.content
+    error = response.json()["error"]
+    assert error["code"] == "unknown_agent"
+    assert error["details"] == {"unknown": ["@zed"], "available": ["ada", "bo", "cy"]}
+    assert "@zed" in error["message"]
+    assert not Turn.objects.exists() and llm_stub.requests == []
+
+
+def test_manual_agent_ids_do_not_excuse_an_unknown_mention(room: Room) -> None:
+    response = room.post("@zed please", mode="manual", agent_ids=[str(room.ada.id)])
+    assert response.status_code == 422
+    assert response.json()["error"]["details"]["unknown"] == ["@zed"]
+
+
+def test_round_table_ignores_what_is_not_a_mention(room: Room, llm_stub) -> None:  # type: ignore[no-untyped-def]
+    response = room.post(
+        "Write to zed@example.com about `@zed` and ```@nobody```", mode="round_table"
+    )
+    assert response.status_code == 201, response.content
+    assert [m["agent"]["handle"] for m in response.json()["messages"][1:]] == ["ada", "bo", "cy"]
