@@ -24,6 +24,7 @@ import time
 import urllib.request
 from typing import Any
 from urllib.parse import urlparse
+from uuid import UUID
 
 import jwt
 from django.conf import settings
@@ -265,3 +266,8 @@ def _authenticate_jwt(token: str) -> tuple[User, dict[str, Any]]:
     if not user.is_active:
         raise exceptions.AuthenticationFailed(_INVALID)
     return user, claims
+
+
+def api_key_id_of(auth: Any) -> UUID | None:
+    """The API key a request authenticated with (`request.auth`), None for a user's JWT."""
+    return auth.id if isinstance(auth, ApiKey) else None

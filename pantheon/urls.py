@@ -1,8 +1,9 @@
 """URLs: the admin, the v1 API (no trailing slashes), the OpenAPI schema and docs.
 
-Also the composition root: `accounts` and `llm` know nothing of `usage` (dependencies run one
-way), so their routes are built here with usage's readers — the caller's credits for `auth/me`,
-current prices for `models`."""
+Also the composition root: `accounts` and `llm` know nothing of `usage`, nor `usage` of `rooms`
+(dependencies run one way), so their routes are built here with the readers they need — the
+caller's credits and spending warnings for `auth/me`, current prices for `models`, whether a room
+is the caller's for a room's spending limit."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
@@ -17,15 +18,25 @@ from pantheon.api.views import (
     SchemaView,
     SlashRedirectView,
 )
+from rooms.selectors import room_is_owned
+from usage.api.serializers import spending_warnings_for
+from usage.api.urls import api_urls as usage_api_urls
 from usage.selectors import credits_for_user, current_prices
 
 api_v1 = [
     path("health", HealthView.as_view(), name="health"),
-    path("", include(accounts_api_urls(credits_for=credits_for_user))),
+    path(
+        "",
+        include(
+            accounts_api_urls(
+                credits_for=credits_for_user, spending_warnings_for=spending_warnings_for
+            )
+        ),
+    ),
     path("", include(llm_api_urls(prices_for=current_prices))),
     path("", include("rooms.api.urls")),
     path("", include("sessions.api.urls")),
-    path("", include("usage.api.urls")),
+    path("", include(usage_api_urls(room_owned=room_is_owned))),
 ]
 
 urlpatterns = [

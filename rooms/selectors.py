@@ -47,6 +47,12 @@ def rooms_for_user(*, user: User) -> QuerySet[Room]:
     return Room.objects.filter(room_owned_filter(user=user)).order_by("-created_at", "-id")
 
 
+def room_is_owned(user: User, room_id: Any) -> bool:
+    """Whether `room_id` is one of the user's rooms (not deleted)."""
+    pk = parse_id(room_id)
+    return pk is not None and rooms_for_user(user=user).filter(pk=pk).exists()
+
+
 def room_get_for_user(*, user: User, room_id: Any) -> Room:
     """One of the user's rooms, or 404 `not_found` (missing, deleted or not the user's)."""
     pk = parse_id(room_id)

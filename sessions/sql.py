@@ -60,13 +60,18 @@ def turn_open(
     idempotency_key: TurnIdempotencyKey | None,
     summary: SessionSummary | None,
     now: datetime,
+    account_locked: bool = False,
 ) -> Opened | None:
     """Write the opening of `turn` (unsaved; its index comes from the session's counter) in one
     statement, or nothing (None). The instances are saved rows afterwards."""
     ctes = [
         Cte("g", _SESSION, {"g_session": turn.session_id}),
         *usage_sql.reserve_ctes(
-            reservation=reservation, user_id=user_id, now=now, guard="EXISTS (SELECT 1 FROM g)"
+            reservation=reservation,
+            user_id=user_id,
+            now=now,
+            guard="EXISTS (SELECT 1 FROM g)",
+            account_locked=account_locked,
         ),
         Cte("s", _COUNT_THE_TURN, {"s_now": now}),
         insert_cte(

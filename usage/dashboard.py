@@ -1,7 +1,8 @@
 """The staff usage dashboard, inside the admin chrome: credits burned over the range (an SVG bar
 chart drawn on the server, so no script and no external asset is needed) — by hour when the range
-is short, by day otherwise —, usage by model with error rate and p50/p95 latency, and the top
-users, for a chosen range of UTC days. Every model, user and bar links to its call events.
+is short, by day otherwise —, usage by model with error rate and p50/p95 latency, the top users,
+and the calls refused for want of credits or by a spending limit, for a chosen range of UTC days.
+Every model, user and bar links to its call events.
 
 The view is thin: parse the range → `usage.selectors.usage_dashboard` (plus the hourly figures of
 a short range) → render. Invalid input is answered with the form's message (400), never a 500.
@@ -338,6 +339,12 @@ def _figures(dashboard: UsageDashboard) -> dict[str, Any]:
             }
             for usage in dashboard.top_users
         ],
+        "refusals": dashboard.refusals,
+        # The limits reached now (not in the range: a limit's window is today or this month).
+        "limits_reached_url": (
+            f"{reverse('admin:usage_spendinglimit_changelist')}?"
+            f"{urlencode({'spending_limit': 'reached'})}"
+        ),
     }
 
 

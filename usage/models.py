@@ -146,6 +146,7 @@ class LlmCallEvent(models.Model):
     session_id = models.UUIDField(null=True, blank=True, db_index=True)
     turn_id = models.UUIDField(null=True, blank=True, db_index=True)
     agent_id = models.UUIDField(null=True, blank=True)
+    api_key_id = models.UUIDField(null=True, blank=True)  # the key that asked for the call
     purpose = models.CharField(max_length=16, choices=CallPurpose.choices)
     provider = models.CharField(max_length=100)
     model = models.CharField(max_length=MODEL_ID_MAX_LENGTH)
@@ -359,6 +360,9 @@ class Reservation(models.Model):
     model_id = models.CharField(max_length=MODEL_ID_MAX_LENGTH, blank=True, default="")
     session_id = models.UUIDField(null=True, blank=True)
     turn_id = models.UUIDField(null=True, blank=True)
+    # What the call's spending limits are about: the room, and the API key that asked for it.
+    room_id = models.UUIDField(null=True, blank=True)
+    api_key_id = models.UUIDField(null=True, blank=True)
     event = models.ForeignKey(
         LlmCallEvent, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -389,3 +393,135 @@ class Reservation(models.Model):
 
     def __str__(self) -> str:
         return f"reservation {self.amount_micro} µcr ({self.status})"
+
+
+# --- spending limits -----------------------------------------------------------------------
+
+
+class LimitScope(models.TextChoices):
+    USER = "user", "User"
+    ROOM = "room", "Room"
+    API_KEY = "api_key", "API key"
+
+
+class LimitWindow(models.TextChoices):
+    DAY = "day", "Day (UTC)"
+    MONTH = "month", "Month (UTC)"
+
+
+class SpendingLimit(models.Model):
+    """A cap on what a user spends per UTC day or month: on everything they spend (`user`), on
+    one of their rooms (`room_id`) or through one of their API keys (`api_key`). Checked under
+    the credit account's lock with credits, so concurrent calls never pass it together. A limit
+    staff set (`set_by_staff`) cannot be raised or removed by its user."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="spending_limits"
+    )
+    scope = models.CharField(max_length=8, choices=LimitScope.choices)
+    room_id = models.UUIDField(null=True, blank=True)
+    api_key = models.ForeignKey(
+        "accounts.ApiKey",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="spending_limits",
+    )
+    window = models.CharField(max_length=8, choices=LimitWindow.choices)
+    limit_micro = models.BigIntegerField()
+    set_by_staff = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "spending_limits"
+        ordering = ("scope", "window", "created_at")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(limit_micro__gt=0), name="spending_limits_limit_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(scope="user", room_id__isnull=True, api_key__isnull=True)
+                | Q(scope="room", room_id__isnull=False, api_key__isnull=True)
+                | Q(scope="api_key", room_id__isnull=True, api_key__isnull=False),
+                name="spending_limits_target_matches_scope",
+            ),
+            # One limit per target and window (one constraint per scope: a partial index works
+            # on every database, where NULLS NOT DISTINCT does not).
+            models.UniqueConstraint(
+                fields=["user", "window"],
+                condition=Q(scope="user"),
+                name="spending_limits_one_per_user_window",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "room_id", "window"],
+                condition=Q(scope="room"),
+                name="spending_limits_one_per_room_window",
+            ),
+            models.UniqueConstraint(
+                fields=["api_key", "window"],
+                condition=Q(scope="api_key"),
+                name="spending_limits_one_per_key_window",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        target = {"user": "all spending", "room": "a room", "api_key": "an API key"}[self.scope]
+        window = {"day": "daily", "month": "monthly"}[self.window]
+        return f"{window.capitalize()} limit on {target}"
+
+    @property
+    def subject_id(self) -> Any:
+        """Whose spending the limit caps: the user, the room or the key."""
+        return {"user": self.user_id, "room": self.room_id, "api_key": self.api_key_id}[self.scope]
+
+
+class SpendTotal(models.Model):
+    """What a user, a room or an API key burned in one UTC day or month: a running total kept in
+    the transaction that writes each burn (refunds take theirs back), so a limit's check never
+    scans history. A call counts in the period in which it started."""
+
+    scope = models.CharField(max_length=8, choices=LimitScope.choices)
+    subject_id = models.UUIDField()
+    window = models.CharField(max_length=8, choices=LimitWindow.choices)
+    period_start = models.DateField()  # the day, or the first day of the month
+    burned_micro = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "spend_totals"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["scope", "subject_id", "window", "period_start"],
+                name="spend_totals_one_per_period",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.subject_id} {self.window} {self.period_start}"
+
+
+class RefusalReason(models.TextChoices):
+    CREDITS = "insufficient_credits", "Not enough credits"
+    LIMIT = "spending_limit_reached", "Spending limit reached"
+
+
+class Refusal(models.Model):
+    """A call that did not run because its reservation was refused, for the staff dashboard."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=32, choices=RefusalReason.choices)
+    purpose = models.CharField(max_length=16, choices=CallPurpose.choices)
+    limit = models.ForeignKey(
+        SpendingLimit, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    required_micro = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        db_table = "reservation_refusals"
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.reason} ({self.created_at:%Y-%m-%d %H:%M})"

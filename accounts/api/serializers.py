@@ -6,7 +6,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import ApiKey
-from pantheon.api.serializers import CreditsSerializer, StrictCharField, StrictInputSerializer
+from pantheon.api.serializers import (
+    CreditsSerializer,
+    SpendingWarningSerializer,
+    StrictCharField,
+    StrictInputSerializer,
+)
 
 
 class MeSerializer(serializers.Serializer):
@@ -16,6 +21,7 @@ class MeSerializer(serializers.Serializer):
     email = serializers.EmailField()
     display_name = serializers.CharField()
     credits = CreditsSerializer(required=False)
+    spending_warnings = SpendingWarningSerializer(many=True, required=False)
 
 
 class ApiKeySerializer(serializers.ModelSerializer):

@@ -27,6 +27,7 @@ from pantheon.api.views import PaginatedAPIView
 
 # Reads a user's credits as `{balance, reserved, available}` (decimal strings).
 CreditsFor = Callable[[User], dict[str, Any]]
+SpendingWarningsFor = Callable[[User], list[dict[str, Any]]]
 
 
 class MeView(APIView):
@@ -37,11 +38,15 @@ class MeView(APIView):
     has no `credits`."""
 
     credits_for: CreditsFor | None = None
+    # The caller's spending limits at 80 % or more, from usage like the credits.
+    spending_warnings_for: SpendingWarningsFor | None = None
 
     @extend_schema(
         operation_id="auth_me",
         summary="The caller",
-        description="The user the bearer token belongs to, with their credits.",
+        description="The user the bearer token belongs to, with their credits and "
+        "`spending_warnings`: their spending limits spent to 80 % or more in the current window "
+        "(see `auth/spending-limits`).",
         responses={200: MeSerializer},
     )
     def get(self, request: Request) -> Response:
@@ -53,6 +58,8 @@ class MeView(APIView):
         }
         if self.credits_for is not None:
             body["credits"] = CreditsSerializer(self.credits_for(user)).data
+        if self.spending_warnings_for is not None:
+            body["spending_warnings"] = self.spending_warnings_for(user)
         return Response(MeSerializer(body).data)
 
 

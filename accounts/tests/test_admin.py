@@ -83,10 +83,7 @@ def test_user_change_saves(staff: Client) -> None:
             "email": "edit@example.com",
             "display_name": "Edited",
             "is_active": "on",
-            "api_keys-TOTAL_FORMS": "0",
-            "api_keys-INITIAL_FORMS": "0",
-            "api_keys-MIN_NUM_FORMS": "0",
-            "api_keys-MAX_NUM_FORMS": "1000",
+            **_INLINE_MANAGEMENT,
         },
     )
     assert response.status_code == 302, response.content.decode()[:3000]
@@ -164,11 +161,16 @@ def test_changelists_run_a_fixed_number_of_queries(staff: Client, url: str) -> N
 
 # --- privileges: granted by superusers only ----------------------------------------------------
 
+# The user page's inlines: its API keys and (usage re-registers the page) its spending limits.
 _INLINE_MANAGEMENT = {
-    "api_keys-TOTAL_FORMS": "0",
-    "api_keys-INITIAL_FORMS": "0",
-    "api_keys-MIN_NUM_FORMS": "0",
-    "api_keys-MAX_NUM_FORMS": "1000",
+    f"{prefix}-{name}": value
+    for prefix in ("api_keys", "spending_limits")
+    for name, value in (
+        ("TOTAL_FORMS", "0"),
+        ("INITIAL_FORMS", "0"),
+        ("MIN_NUM_FORMS", "0"),
+        ("MAX_NUM_FORMS", "1000"),
+    )
 }
 
 

@@ -58,6 +58,8 @@ def test_me_returns_the_caller(owner_client: tuple[APIClient, Any]) -> None:
         "display_name": "Ada",
         # A new user starts at zero (the project wires usage's credits into auth/me).
         "credits": {"balance": "0.000000", "reserved": "0.000000", "available": "0.000000"},
+        # No spending limit at 80 % or more (the project wires usage's limits in too).
+        "spending_warnings": [],
     }
 
 

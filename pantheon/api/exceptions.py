@@ -46,6 +46,7 @@ HTTP_STATUS_OF_CODE: dict[str, int] = {
     "not_authenticated": 401,
     "insufficient_credits": 402,
     "spending_limit_reached": 402,
+    "spending_limit_exists": 409,
     "permission_denied": 403,
     "not_found": 404,
     "conflict": 409,

@@ -17,8 +17,11 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
+
+from pantheon.credits import CREDITS_PATTERN, format_credits, parse_credits
 
 MAX_DB_INTEGER = 2_147_483_647  # PostgreSQL `integer`
 MODEL_ID_MAX = 128  # the catalog's primary key
@@ -186,3 +189,47 @@ class CreditsSerializer(serializers.Serializer):
     balance = serializers.CharField()
     reserved = serializers.CharField()
     available = serializers.CharField()
+
+
+class SpendingWarningSerializer(serializers.Serializer):
+    """A spending limit spent to 80 % or more in its current window."""
+
+    id = serializers.UUIDField()
+    scope = serializers.ChoiceField(choices=["user", "room", "api_key"])
+    window = serializers.ChoiceField(choices=["day", "month"])
+    limit = serializers.CharField(help_text="Credits, 6 decimal places.")
+    spent = serializers.CharField(help_text="Credits burned in the current window.")
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "decimal",
+        "pattern": CREDITS_PATTERN,
+        "example": "25.000000",
+    }
+)
+class CreditAmountField(serializers.Field):
+    """A positive credit amount as a decimal string with at most 6 places (`"25.000000"`), held
+    as integer micro-credits."""
+
+    default_error_messages = {
+        "invalid": 'Must be a decimal string of credits, e.g. "25.000000".',
+        "credits": "Must be a positive amount of credits: {reason}.",
+    }
+    MAX_LENGTH = 40
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, str | int | float):
+            self.fail("invalid")
+        text = str(data)
+        if len(text) > self.MAX_LENGTH:
+            self.fail("credits", reason="too long")
+        try:
+            return parse_credits(text)
+        except ValueError as exc:
+            self.fail("credits", reason=str(exc))
+            raise  # unreachable: `fail` raises
+
+    def to_representation(self, value: int) -> str:
+        return format_credits(value)

@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from accounts.models import ApiKey
 from sessions.models import SessionSummary
 from testing import factories
-from usage.services import credits_grant
+from usage.services import credits_grant, spending_limit_create
 
 pytestmark = pytest.mark.postgres
 
@@ -72,6 +72,18 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, int, int]] = [
     ),
     ("GET", "sessions/{session_id}/messages", None, 200, 404),
     ("GET", "sessions/{session_id}/summary", None, 200, 404),
+    ("GET", "auth/spending-limits", None, 200, 200),
+    ("POST", "auth/spending-limits", {"scope": "user", "window": "month", "limit": "5"}, 201, 201),
+    (
+        "POST",
+        "auth/spending-limits",
+        {"scope": "room", "room_id": "{room_id}", "window": "month", "limit": "5"},
+        201,
+        404,
+    ),
+    ("GET", "auth/spending-limits/{limit_id}", None, 200, 404),
+    ("PATCH", "auth/spending-limits/{limit_id}", {"limit": "7"}, 200, 404),
+    ("DELETE", "auth/spending-limits/{limit_id}", None, 204, 404),
     ("GET", "usage", None, 200, 200),
     ("GET", "usage/events", None, 200, 200),
     ("GET", "usage/ledger", None, 200, 200),
@@ -144,12 +156,14 @@ def _world() -> World:
         expires_at=timezone.now() - timedelta(seconds=1)
     )
     _, deletable = factories.make_api_key(owner, name="to-delete")
+    limit = spending_limit_create(user=owner, scope="user", window="day", limit_micro=10**9)
     ids = {
         "room_id": str(room.id),
         "agent_id": str(agent.id),
         "session_id": str(session.id),
         "turn_index": "1",
         "id": str(_key_row(deletable).id),
+        "limit_id": str(limit.id),
     }
     return World(owner_key, other_key, ids, revoked_key, expired_key)
 
@@ -187,7 +201,11 @@ def _call(method: str, template: str, body: Any, world: World, case: str) -> Any
     path = "/api/v1/" + template.format(**world.ids)
     if body is not None:
         body = {
-            name: [item.format(**world.ids) for item in value] if isinstance(value, list) else value
+            name: [item.format(**world.ids) for item in value]
+            if isinstance(value, list)
+            else value.format(**world.ids)
+            if isinstance(value, str)
+            else value
             for name, value in body.items()
         }
     return getattr(client, method.lower())(path, body, format="json")

@@ -25,7 +25,7 @@ from schemathesis.checks import positive_data_acceptance
 from accounts.services import api_key_create
 from pantheon.wsgi import application
 from testing import factories
-from usage.services import credits_grant
+from usage.services import credits_grant, spending_limit_create
 
 pytestmark = pytest.mark.postgres
 
@@ -56,12 +56,20 @@ PRODUCT_RULES: dict[tuple[str, str], str] = {
     # Who answers depends on the text's @mentions and the room's agents (422 unknown_agent /
     # no_agent_selected), the budget on the session's history (422), the credits (402).
     ("POST", "/api/v1/sessions/{session_id}/turns"): "speakers, budget and credits",
+    # The same for a retry, which must also be of the latest turn (422 turn_not_latest) and
+    # name agents that spoke in it (422 unknown_agent).
+    ("POST", "/api/v1/sessions/{session_id}/turns/{turn_index}/retry"): "latest turn, speakers",
     # `from`..`to` may span at most 366 days and `from` may not be after `to` (relative to
     # today when one is left out): a date pair the schema cannot constrain.
     ("GET", "/api/v1/usage"): "a date range of at most 366 days",
     # A cursor is an opaque token taken from a `next` or `previous` link; any other string is a
     # 400 naming `cursor`, and no schema can describe the tokens the API hands out.
     ("GET", "/api/v1/sessions/{session_id}/messages"): "cursor from a next/previous link",
+    # A limit's target goes with its scope (room_id for `room`, api_key_id for `api_key`), must
+    # be the caller's, is limited once per window, and its amount is above zero.
+    ("POST", "/api/v1/auth/spending-limits"): "target of the scope, one per window, above 0",
+    # A limit staff set may be lowered, not raised; an amount is above zero.
+    ("PATCH", "/api/v1/auth/spending-limits/{limit_id}"): "staff limits only lowered, above 0",
 }
 
 
@@ -103,6 +111,9 @@ def owner(db: Any, llm_stub: Any) -> Owner:
     # A second key for DELETE auth/api-keys/{id}: revoking the key in use would turn every
     # later example of that operation into a 401.
     spare = api_key_create(user=user, name="spare")
+    limit = spending_limit_create(
+        user=user, scope="room", room_id=room.id, window="day", limit_micro=10**9
+    )
     return Owner(
         key=key,
         ids={
@@ -110,6 +121,7 @@ def owner(db: Any, llm_stub: Any) -> Owner:
             "agent_id": str(agent.id),
             "session_id": str(session.id),
             "id": str(spare.api_key.id),
+            "limit_id": str(limit.id),
         },
     )
 

@@ -211,6 +211,7 @@ def call_record(
     session_id: UUID | None,
     turn_id: UUID | None = None,
     agent_id: UUID | None = None,
+    api_key_id: UUID | None = None,
 ) -> CallRecord:
     """What usage records of a finished call: its outcome and where it happened."""
     usage = outcome.usage
@@ -235,4 +236,5 @@ def call_record(
         session_id=session_id,
         turn_id=turn_id,
         agent_id=agent_id,
+        api_key_id=api_key_id,
     )

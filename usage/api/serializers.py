@@ -4,16 +4,22 @@ out. Units: credits as strings with 6 places, USD as decimal strings, OE tokens 
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from pantheon.api.serializers import CreditsSerializer, ModelIdField
+from pantheon.api.serializers import (
+    CreditAmountField,
+    CreditsSerializer,
+    ModelIdField,
+    StrictInputSerializer,
+)
 from pantheon.credits import format_credits
-from usage.models import LedgerEntry, LlmCallEvent
-from usage.selectors import format_usd
+from usage.models import LedgerEntry, LimitScope, LimitWindow, LlmCallEvent
+from usage.selectors import format_usd, spending_warnings_for_user
 
 USAGE_DEFAULT_DAYS = 30
 USAGE_MAX_DAYS = 366
@@ -52,6 +58,66 @@ class UsageQuerySerializer(serializers.Serializer):
         return {"date_from": date_from, "date_to": date_to}
 
 
+# --- spending limits -------------------------------------------------------------------------
+
+
+class SpendingLimitSerializer(serializers.Serializer):
+    """A spending limit and where it stands in its current window (UTC day or month)."""
+
+    id = serializers.UUIDField(source="limit.id")
+    scope = serializers.ChoiceField(choices=LimitScope.values, source="limit.scope")
+    room_id = serializers.UUIDField(source="limit.room_id", allow_null=True)
+    api_key_id = serializers.UUIDField(source="limit.api_key_id", allow_null=True)
+    window = serializers.ChoiceField(choices=LimitWindow.values, source="limit.window")
+    limit = CreditAmountField(source="limit.limit_micro")
+    spent = CreditAmountField(
+        source="spent_micro", help_text="Credits burned in the current window."
+    )
+    remaining = CreditAmountField(
+        source="remaining_micro", help_text="`limit` - `spent`, never below zero."
+    )
+    resets_at = serializers.DateTimeField(help_text="When the window ends (UTC).")
+    set_by_staff = serializers.BooleanField(
+        source="limit.set_by_staff",
+        help_text="Set by staff: you may lower it, not raise or delete it.",
+    )
+    created_at = serializers.DateTimeField(source="limit.created_at")
+
+
+class SpendingLimitCreateSerializer(StrictInputSerializer):
+    """A new limit: on you (`user`), one of your rooms (`room_id`) or one of your API keys
+    (`api_key_id`), per UTC `day` or `month`."""
+
+    scope = serializers.ChoiceField(choices=LimitScope.values)
+    room_id = serializers.UUIDField(
+        required=False, allow_null=True, help_text="Scope `room` only: one of your rooms."
+    )
+    api_key_id = serializers.UUIDField(
+        required=False, allow_null=True, help_text="Scope `api_key` only: one of your keys."
+    )
+    window = serializers.ChoiceField(choices=LimitWindow.values)
+    limit = CreditAmountField(help_text='Credits per window, e.g. `"25.000000"`.')
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        scope = attrs["scope"]
+        errors: dict[str, list[str]] = {}
+        for name, wanted in (("room_id", "room"), ("api_key_id", "api_key")):
+            given = attrs.get(name) is not None
+            if scope == wanted and not given:
+                errors[name] = [f"Required for scope `{wanted}`."]
+            elif scope != wanted and given:
+                errors[name] = [f"Only for scope `{wanted}`."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class SpendingLimitUpdateSerializer(StrictInputSerializer):
+    """A limit's new amount."""
+
+    limit = CreditAmountField(help_text="Credits per window.")
+
+
 class UsageFiguresSerializer(serializers.Serializer):
     credits_burned = serializers.CharField(help_text="Credits burned, 6 decimal places.")
     oe_tokens = serializers.CharField(help_text="Output-equivalent tokens, 4 decimal places.")
@@ -74,6 +140,7 @@ class UsageSummarySerializer(serializers.Serializer):
     credits = CreditsSerializer()
     by_day = UsageDaySerializer(many=True)
     by_model = UsageModelSerializer(many=True)
+    spending_limits = SpendingLimitSerializer(many=True)
 
 
 class LlmCallEventSerializer(serializers.ModelSerializer):
@@ -143,3 +210,17 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
     @extend_schema_field(OpenApiTypes.STR)
     def get_balance_after(self, entry: LedgerEntry) -> str:
         return format_credits(entry.balance_after_micro)
+
+
+def spending_warnings_for(user: Any) -> list[dict[str, Any]]:
+    """`auth/me`'s `spending_warnings`: the user's limits spent to 80 % or more."""
+    return [
+        {
+            "id": state.limit.id,
+            "scope": state.limit.scope,
+            "window": state.limit.window,
+            "limit": format_credits(state.limit.limit_micro),
+            "spent": format_credits(state.spent_micro),
+        }
+        for state in spending_warnings_for_user(user=user)
+    ]

@@ -5,6 +5,7 @@
     events.py         call events by user and by UTC day, the usage summary
     ledger_checks.py  verification of the ledger (`verify_ledger`)
     dashboard.py      the staff usage dashboard's figures
+    limits.py         spending limits: the UTC windows, what each limit stands at
     totals.py         totals of the admin changelists' filtered sets
 
 Other apps import from here. Units outside the database: credits are decimal strings with 6
@@ -39,6 +40,17 @@ from usage.selectors.events import (
     usage_summary,
 )
 from usage.selectors.ledger_checks import ledger_problems
+from usage.selectors.limits import (
+    LimitState,
+    limit_get_for_user,
+    limit_state,
+    limit_states,
+    limit_states_for_user,
+    limits_for_user,
+    period_bounds,
+    spending_warnings_for_user,
+    user_has_limits,
+)
 from usage.selectors.prices import (
     PricedModel,
     current_prices,
@@ -61,6 +73,7 @@ __all__ = [
     "DASHBOARD_MAX_DAYS",
     "PERCENTILE_PYTHON_ROW_LIMIT",
     "DayUsage",
+    "LimitState",
     "ModelUsage",
     "PricedModel",
     "UsageDashboard",
@@ -81,10 +94,18 @@ __all__ = [
     "ledger_for_user",
     "ledger_problems",
     "ledger_totals",
+    "limit_get_for_user",
+    "limit_state",
+    "limit_states",
+    "limit_states_for_user",
+    "limits_for_user",
     "model_price_at",
     "percentile_cont",
+    "period_bounds",
     "prices_of",
     "pricing_version_in_force",
+    "spending_warnings_for_user",
     "usage_dashboard",
     "usage_summary",
+    "user_has_limits",
 ]

@@ -1,6 +1,6 @@
 """The staff usage dashboard's figures over every user's calls in a range of UTC days: credits
-per day, usage per model (error rate, p50/p95 latency) and the top users, in a fixed number of
-queries."""
+per day, usage per model (error rate, p50/p95 latency), the top users and the calls refused (not
+enough credits, or a spending limit reached), in a fixed number of queries."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from django.db import connection
 from django.db.models import Aggregate, Count, FloatField, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate
 
-from usage.models import CallStatus, LlmCallEvent
-from usage.selectors.events import ZERO_OE, days_between, events_between
+from usage.models import CallStatus, LlmCallEvent, Refusal, RefusalReason
+from usage.selectors.events import ZERO_OE, day_end, day_start, days_between, events_between
 
 # Statuses that count as failures in the error rate (a cancelled call was the caller's choice).
 _FAILED_STATUSES = (CallStatus.ERROR, CallStatus.TIMEOUT)
@@ -84,6 +84,14 @@ class UserUsage:
 
 
 @dataclass(frozen=True)
+class RefusalCounts:
+    """Calls refused before they ran (their reservation was refused), by reason."""
+
+    credits: int = 0  # not enough credits
+    spending_limit: int = 0  # a spending limit reached
+
+
+@dataclass(frozen=True)
 class UsageDashboard:
     """Everything the staff usage dashboard shows for a range of UTC days (both inclusive)."""
 
@@ -92,6 +100,7 @@ class UsageDashboard:
     by_day: list[DayUsage]
     by_model: list[ModelUsage]
     top_users: list[UserUsage]
+    refusals: RefusalCounts = RefusalCounts()
 
     @property
     def total_credits_micro(self) -> int:
@@ -109,7 +118,8 @@ class UsageDashboard:
 def usage_dashboard(*, date_from: date, date_to: date, top_users: int = 10) -> UsageDashboard:
     """Every user's calls between two UTC days (both inclusive): credits burned per day (every
     day of the range, zeros included), per model (with error rate and p50/p95 latency of the
-    successful calls), and the users who burned the most. A fixed number of queries (four)."""
+    successful calls), the users who burned the most, and the calls refused by reason. A fixed
+    number of queries (five)."""
     events = events_between(LlmCallEvent.objects.all(), date_from=date_from, date_to=date_to)
     return UsageDashboard(
         date_from=date_from,
@@ -117,7 +127,22 @@ def usage_dashboard(*, date_from: date, date_to: date, top_users: int = 10) -> U
         by_day=_usage_by_day(events, date_from=date_from, date_to=date_to),
         by_model=_usage_by_model(events),
         top_users=_top_users(events, limit=top_users),
+        refusals=refusal_counts(date_from=date_from, date_to=date_to),
     )
+
+
+def refusal_counts(*, date_from: date, date_to: date) -> RefusalCounts:
+    """The reservations refused between two UTC days (both inclusive), by reason: one aggregate
+    query over `Refusal` rows, on the `created_at` index."""
+    refusals = Refusal.objects.filter(created_at__gte=day_start(date_from))
+    end = day_end(date_to)
+    if end is not None:
+        refusals = refusals.filter(created_at__lt=end)
+    counts = refusals.aggregate(
+        credits=Count("id", filter=Q(reason=RefusalReason.CREDITS)),
+        spending_limit=Count("id", filter=Q(reason=RefusalReason.LIMIT)),
+    )
+    return RefusalCounts(credits=counts["credits"], spending_limit=counts["spending_limit"])
 
 
 def _usage_by_day(

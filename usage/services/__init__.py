@@ -4,7 +4,8 @@
     reservations.py  a call's worst case held before it: reserve, release, expire
     call_events.py   recording a call (`CallRecord`): its event, its burn, its settlement
     pricing.py       validating and publishing pricing versions, repricing past events
-    errors.py        the refusals (402 insufficient credits, 422 unpriced model, 409 pricing)
+    limits.py        spending limits: the check under the account lock, the running totals
+    errors.py        the refusals (402 credits or limit, 422 unpriced model, 409 pricing)
 
 Other apps import from here. The services work inside a caller's transaction (the turn
 pipeline's) as well as on their own: each opens `transaction.atomic()`, which is a savepoint
@@ -12,8 +13,25 @@ when nested (or, where a savepoint would be wasted, joins the caller's transacti
 """
 
 from usage.services.call_events import CallRecord, call_event_build, call_event_record
-from usage.services.errors import InsufficientCredits, ModelNotPriced, PricingRefused
-from usage.services.ledger import credits_adjust, credits_grant, credits_refund
+from usage.services.errors import (
+    InsufficientCredits,
+    ModelNotPriced,
+    PricingRefused,
+    ReservationRefused,
+    SpendingLimitReached,
+)
+from usage.services.ledger import (
+    account_for_update,
+    credits_adjust,
+    credits_grant,
+    credits_refund,
+)
+from usage.services.limits import (
+    refusal_record,
+    spending_limit_create,
+    spending_limit_delete,
+    spending_limit_update,
+)
 from usage.services.pricing import (
     PRICE_FIELDS,
     PublishResult,
@@ -39,6 +57,9 @@ __all__ = [
     "PricingRefused",
     "PublishResult",
     "RepriceResult",
+    "ReservationRefused",
+    "SpendingLimitReached",
+    "account_for_update",
     "call_event_build",
     "call_event_record",
     "credits_adjust",
@@ -49,8 +70,12 @@ __all__ = [
     "pricing_version_activate",
     "pricing_version_ensure_editable",
     "pricing_version_publish",
+    "refusal_record",
     "reservation_amount",
     "reservation_draft",
     "reservation_release",
     "reservations_expire",
+    "spending_limit_create",
+    "spending_limit_delete",
+    "spending_limit_update",
 ]

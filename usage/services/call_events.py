@@ -33,6 +33,7 @@ from usage.models import (
 )
 from usage.selectors.prices import PricedModel, model_price_at
 from usage.services.ledger import account_for_update, ledger_append
+from usage.services.limits import spend_totals_add
 from usage.services.reservations import reservation_close
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class CallRecord:
     session_id: UUID | None = None
     turn_id: UUID | None = None
     agent_id: UUID | None = None
+    api_key_id: UUID | None = None  # the API key that asked for it (spending limits)
     # When it is recorded: now, unless a backfill keeps the original time of the call.
     created_at: datetime | None = None
 
@@ -175,6 +177,7 @@ def call_event_build(*, user_id: Any, call: CallRecord) -> LlmCallEvent:
         session_id=call.session_id,
         turn_id=call.turn_id,
         agent_id=call.agent_id,
+        api_key_id=call.api_key_id,
         purpose=call.purpose,
         provider=call.provider,
         model=call.model_id,
@@ -222,6 +225,7 @@ def _settle(
             event=event,
             save=False,
         )
+        spend_totals_add(event=event, amount_micro=event.credits_burned)
         changed = True
     if changed:
         account.save(update_fields=["balance_micro", "reserved_micro", "updated_at"])

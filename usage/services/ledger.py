@@ -15,9 +15,11 @@ from functools import partial
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Sum
 
 from pantheon.errors import ApplicationError
 from usage.models import CreditAccount, LedgerEntry, LedgerKind, LlmCallEvent
+from usage.services.limits import spend_totals_add
 
 
 def account_for_update(user: Any) -> CreditAccount:
@@ -95,6 +97,8 @@ def _ledger_write(
             if not same:
                 raise _idempotency_key_reused(idempotency_key)
             return existing
+        if event is not None and kind != LedgerKind.GRANT:
+            _count_in_spending(account=account, event=event, amount_micro=amount_micro)
         return ledger_append(
             account=account,
             kind=kind,
@@ -104,6 +108,24 @@ def _ledger_write(
             note=note,
             created_by=created_by,
         )
+
+
+def _count_in_spending(*, account: CreditAccount, event: LlmCallEvent, amount_micro: int) -> None:
+    """A refund or an adjustment of a call changes what the call counts toward its spending
+    limits, in the window it counted in: an extra charge adds to it, credits given back take
+    from it — never more than the call is still charged, so other calls' spending stays."""
+    if event.user_id != account.user_id:
+        raise ApplicationError(
+            "This call event is another user's.",
+            code="validation_error",
+            details={"event": ["Must be one of this user's call events."]},
+        )
+    if amount_micro < 0:  # charged more
+        spend_totals_add(event=event, amount_micro=-amount_micro)
+        return
+    net = LedgerEntry.objects.filter(event=event).aggregate(net=Sum("amount_micro"))["net"] or 0
+    still_charged = max(0, -net)
+    spend_totals_add(event=event, amount_micro=-min(amount_micro, still_charged))
 
 
 def _check_amount(kind: str, amount_micro: int) -> None:

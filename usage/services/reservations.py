@@ -26,6 +26,7 @@ from usage.models import (
 from usage.selectors.prices import model_price_at
 from usage.services.errors import InsufficientCredits, ModelNotPriced
 from usage.services.ledger import account_for_update
+from usage.services.limits import limits_refusal
 
 
 def _close_expired(*, account: CreditAccount, now: datetime) -> int:
@@ -96,6 +97,8 @@ def reservation_draft(
     model_id: str,
     session_id: Any = None,
     turn_id: Any = None,
+    room_id: Any = None,
+    api_key_id: Any = None,
     now: datetime,
 ) -> Reservation:
     """A reservation, unsaved and without its account: what `credits_reserve` writes, and what
@@ -108,6 +111,8 @@ def reservation_draft(
         model_id=model_id,
         session_id=session_id,
         turn_id=turn_id,
+        room_id=room_id,
+        api_key_id=api_key_id,
         created_at=now,
         expires_at=now + RESERVATION_TTL,
     )
@@ -122,15 +127,20 @@ def credits_reserve(
     purpose: str,
     session_id: Any = None,
     turn_id: Any = None,
+    room_id: Any = None,
+    api_key_id: Any = None,
     at: datetime | None = None,
     amount_micro: int | None = None,
 ) -> Reservation:
     """Hold a call's worst case (`reservation_amount`, unless `amount_micro` gives it) priced
-    by the version in force at `at` (default now).
+    by the version in force at `at` (default now), for a call in `room_id` asked for through
+    `api_key_id` (what its spending limits are about).
 
-    Raises `ModelNotPriced` (422) when the model has no price and `InsufficientCredits` (402)
-    when balance - reserved cannot cover it. Locks the user's account row; works inside the
-    caller's transaction (e.g. after it locked the session row) or on its own. Expired
+    Raises `ModelNotPriced` (422) when the model has no price, `InsufficientCredits` (402)
+    when balance - reserved cannot cover it, and `SpendingLimitReached` (402) when a limit of
+    the user, the room or the key cannot (credits are reported first). Locks the user's
+    account row; works inside the caller's transaction (e.g. after it locked the session row)
+    or on its own. Expired
     reservations of this account are released first, so a crashed call never holds credits
     past its expiry."""
     now = timezone.now()
@@ -147,6 +157,8 @@ def credits_reserve(
         model_id=model_id,
         session_id=session_id,
         turn_id=turn_id,
+        room_id=room_id,
+        api_key_id=api_key_id,
         now=now,
     )
     # No savepoint: inside a caller's transaction (a turn's admission) it would cost two round
@@ -157,13 +169,24 @@ def credits_reserve(
         if account.reserved_micro and _close_expired(account=account, now=now):
             account.save(update_fields=["reserved_micro", "updated_at"])
         available = account.available_micro
+        refused = None
         if available >= amount_micro:
+            refused = limits_refusal(
+                user_id=account.user_id,
+                room_id=room_id,
+                api_key_id=api_key_id,
+                amount_micro=amount_micro,
+                now=now,
+            )
+        if available >= amount_micro and refused is None:
             reservation.account = account
             reservation.save(force_insert=True)
             account.reserved_micro += amount_micro
             account.save(update_fields=["reserved_micro", "updated_at"])
     if available < amount_micro:
         raise InsufficientCredits(required_micro=amount_micro, available_micro=available)
+    if refused is not None:
+        raise refused
     return reservation
 
 

@@ -10,7 +10,7 @@ from django.urls import include, path
 from drf_spectacular.generators import SchemaGenerator
 
 from testing.factories import make_user
-from usage.api import urls as usage_urls
+from usage.api.urls import api_urls as usage_api_urls
 from usage.services import credits_grant
 from usage.tests.builders import MINI, SONNET, grant, record
 
@@ -286,7 +286,8 @@ def test_lists_are_paginated(owner_with_calls) -> None:  # type: ignore[no-untyp
 
 
 def test_the_openapi_schema_documents_the_usage_endpoints() -> None:
-    generator = SchemaGenerator(patterns=[path("api/v1/", include(usage_urls))])
+    routes = usage_api_urls(room_owned=lambda user, room_id: False)
+    generator = SchemaGenerator(patterns=[path("api/v1/", include(routes))])
     schema = generator.get_schema(request=None, public=True)
 
     paths = schema["paths"]
@@ -298,3 +299,6 @@ def test_the_openapi_schema_documents_the_usage_endpoints() -> None:
     assert {p["name"] for p in summary["parameters"]} == {"from", "to"}
     assert "401" in summary["responses"]
     assert "/api/v1/usage/ledger" in paths
+    limits = paths["/api/v1/auth/spending-limits"]
+    assert {"get", "post"} <= set(limits) and "409" in limits["post"]["responses"]
+    assert {"get", "patch", "delete"} <= set(paths["/api/v1/auth/spending-limits/{limit_id}"])

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import api_key_id_of
 from pantheon.api.exceptions import error_body
 from pantheon.api.schema import ErrorSerializer
 from pantheon.api.throttling import TurnCreateThrottle, UserThrottle
@@ -117,6 +118,7 @@ class TurnRetryView(StreamablePost, APIView):
             ),
             402: ErrorSerializer,
             404: ErrorSerializer,
+            406: ErrorSerializer,
             409: ErrorSerializer,
             422: ErrorSerializer,
             502: ErrorSerializer,
@@ -139,6 +141,7 @@ class TurnRetryView(StreamablePost, APIView):
             agent_ids=data.get("agent_ids"),
             idempotency_key=key,
             fingerprint=fingerprint,
+            api_key_id=api_key_id_of(request.auth),
         )
         if isinstance(retry, Replay):
             return render_replay(retry, status=200)

@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import api_key_id_of
 from pantheon.api.exceptions import error_body
 from pantheon.api.pagination import MessageCursorPagination
 from pantheon.api.presence import presence_of
@@ -160,7 +161,8 @@ ACCEPT_PARAMETER = OpenApiParameter(
 )
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    # Not blank: at least one character that is not white space.
+    {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": r"\S"},
     OpenApiParameter.HEADER,
     required=False,
     description="At most 255 characters, yours to choose (a UUID will do). Repeating a request "
@@ -240,6 +242,7 @@ class TurnListCreateView(StreamablePost, PaginatedAPIView):
             agent_ids=data.get("agent_ids"),
             idempotency_key=key,
             fingerprint=request_fingerprint(session_id=session.id, body=dict(data)) if key else "",
+            api_key_id=api_key_id_of(request.auth),
         )
         if isinstance(admitted, Replay):
             return render_replay(admitted)

@@ -51,8 +51,9 @@ from sessions.services.summaries import (
     summary_generate,
 )
 from sessions.services.turns import turn_run
+from usage.models import SpendingLimit
 from usage.selectors import credits_for_user
-from usage.services import credits_grant
+from usage.services import credits_grant, spending_limit_create
 
 DEMO_EMAIL = "demo@pantheon.local"
 DEMO_DISPLAY_NAME = "Demo User"
@@ -234,6 +235,7 @@ def _seed(stored: Credentials) -> DemoSeed:
         session = session_create(room=room, user=demo_user, title=SESSION_TITLE)
 
     _top_up(demo_user)
+    _spending_limits(demo_user, room)
     api_key = _demo_key(demo_user, stored.api_key)
 
     return DemoSeed(
@@ -246,6 +248,27 @@ def _seed(stored: Credentials) -> DemoSeed:
         session=session,
         credits=credits_for_user(demo_user),
     )
+
+
+def _spending_limits(demo_user: User, room: Room) -> None:
+    """What limits look like: the user's own monthly cap, and a daily cap staff set on the room
+    (both far above what the demo spends). Kept as they are when they exist."""
+    wanted = [
+        {"scope": "user", "window": "month", "limit_micro": 50 * MICRO},
+        {
+            "scope": "room",
+            "room_id": room.id,
+            "window": "day",
+            "limit_micro": 20 * MICRO,
+            "set_by_staff": True,
+        },
+    ]
+    existing = set(
+        SpendingLimit.objects.filter(user=demo_user).values_list("scope", "room_id", "window")
+    )
+    for limit in wanted:
+        if (limit["scope"], limit.get("room_id"), limit["window"]) not in existing:
+            spending_limit_create(user=demo_user, **limit)
 
 
 def _admin(password: str) -> User:

@@ -37,9 +37,10 @@ from sessions.services.summaries.schema import (
 )
 from usage.models import CallPurpose, Reservation, ReservationStatus
 from usage.services import (
-    InsufficientCredits,
+    ReservationRefused,
     call_event_record,
     credits_reserve,
+    refusal_record,
     reservation_release,
 )
 
@@ -195,8 +196,8 @@ def summary_generate(*, summary_id: UUID) -> str:
     first_turn = (claim.previous.last_turn_covered if claim.previous else 0) + 1
     for attempt in (1, 2):
         called = _call(summary, model, messages)
-        if called is None:
-            _finish_failed(summary, "insufficient_credits")
+        if isinstance(called, ReservationRefused):
+            _finish_failed(summary, called.code)
             return SummaryStatus.FAILED
         reservation, outcome = called
         with transaction.atomic():
@@ -227,9 +228,10 @@ def summary_generate(*, summary_id: UUID) -> str:
 
 def _call(
     summary: SessionSummary, model: ModelConfig, messages: list[ChatMessage]
-) -> tuple[Reservation, CallOutcome] | None:
-    """Reserve the call's worst case, then call the summarizer (outside any transaction).
-    None: the owner's credits cannot cover it."""
+) -> tuple[Reservation, CallOutcome] | ReservationRefused:
+    """Reserve the call's worst case, then call the summarizer (outside any transaction). The
+    refusal when the owner's credits or a spending limit (the user's, the room's) cannot cover
+    it."""
     session = summary.session
     output_reserve = min(SUMMARY_OUTPUT_TOKENS, model.max_output_tokens)
     estimate = tokenizer.count_message_tokens(messages)
@@ -241,9 +243,11 @@ def _call(
             output_reserve=output_reserve,
             purpose="summary",
             session_id=session.id,
+            room_id=session.room_id,
         )
-    except InsufficientCredits:
-        return None
+    except ReservationRefused as refused:
+        refusal_record(user_id=session.room.owner_id, refusal=refused, purpose="summary")
+        return refused
     outcome = provider_call(
         model,
         GatewayRequest(

@@ -44,7 +44,15 @@ from sessions.services.turns.state import (
     Replay,
 )
 from usage.models import CreditAccount, Reservation
-from usage.services import credits_reserve, reservation_amount, reservation_draft
+from usage.selectors import user_has_limits
+from usage.services import (
+    ReservationRefused,
+    account_for_update,
+    credits_reserve,
+    refusal_record,
+    reservation_amount,
+    reservation_draft,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +74,7 @@ def turn_admit(
     agent_ids: list[UUID] | None = None,
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    api_key_id: UUID | None = None,
 ) -> AdmittedTurn | Replay:
     """The pre-flight and the admission of a turn on an owned, alive session. Returns the open
     turn, or a Replay of a finished request with the same Idempotency-Key; raises
@@ -82,16 +91,21 @@ def turn_admit(
     if first.cascade.rejected:
         audit_write(session=session, turn=None, prepared=first)
         raise budget_rejection(first)
-    opened, reservation = _turn_open(
-        user=user,
-        session=session,
-        mode=mode,
-        speakers=preflight.speakers,
-        first=first,
-        user_input=user_input,
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-    )
+    try:
+        opened, reservation = _turn_open(
+            user=user,
+            session=session,
+            mode=mode,
+            speakers=preflight.speakers,
+            first=first,
+            user_input=user_input,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            api_key_id=api_key_id,
+        )
+    except ReservationRefused as refused:  # its transaction rolled back: noted on its own
+        refusal_record(user_id=user.pk, refusal=refused, purpose=first.purpose)
+        raise
     return AdmittedTurn(
         open=opened,
         mode=mode,
@@ -149,11 +163,16 @@ def _turn_open(
     user_input: str,
     idempotency_key: str | None,
     fingerprint: str,
+    api_key_id: UUID | None,
 ) -> tuple[OpenTurn, Reservation]:
     """Admit the turn: lock the session, refuse a running turn (409), reserve the first call's
-    credits (402), allocate the index, write turn + user message (+ a pending summary row the
-    first call asked for, + the Idempotency-Key). One statement on PostgreSQL when nothing
-    stands in the way; the ORM transaction otherwise, and for the exact refusal."""
+    credits and check its spending limits (402), allocate the index, write turn + user message
+    (+ a pending summary row the first call asked for, + the Idempotency-Key).
+
+    On PostgreSQL one statement when nothing stands in the way and the user has no spending
+    limit; with limits, that statement inside a transaction that took the session's and the
+    account's locks first (the limits are only sound under the account's). The ORM transaction
+    otherwise, and for the exact refusal."""
     amount = reservation_amount(
         model_id=first.model.id,
         estimated_input_tokens=first.cascade.estimated_final,
@@ -169,9 +188,17 @@ def _turn_open(
         "idempotency_key": idempotency_key,
         "fingerprint": fingerprint,
         "amount": amount,
+        "api_key_id": api_key_id,
     }
     if sql.available():
         opened = _open_at_once(**args)
+        if opened is None and user_has_limits(user.pk):
+            with transaction.atomic():
+                # The session's lock, then the account's: the order every path takes them in.
+                locking = Session.objects.select_for_update(no_key=True).filter(pk=session.pk)
+                list(locking.values("pk"))
+                account_for_update(user)
+                opened = _open_at_once(**args, account_locked=True)
         if opened is not None:
             return opened
     return _open_with_orm(**args)
@@ -188,8 +215,12 @@ def _open_at_once(
     idempotency_key: str | None,
     fingerprint: str,
     amount: int,
+    api_key_id: UUID | None,
+    account_locked: bool = False,
 ) -> tuple[OpenTurn, Reservation] | None:
-    """The opening in one statement (`sessions.sql.turn_open`); None when it wrote nothing."""
+    """The opening in one statement (`sessions.sql.turn_open`); None when it wrote nothing.
+    `account_locked`: the caller's transaction holds the account's lock, so the statement checks
+    the spending limits (else it writes nothing when the user has any)."""
     now = timezone.now()
     turn = Turn(
         session=session,
@@ -215,6 +246,8 @@ def _open_at_once(
         model_id=first.model.id,
         session_id=session.id,
         turn_id=turn.id,
+        room_id=session.room_id,
+        api_key_id=api_key_id,
         now=now,
     )
     key = (
@@ -236,6 +269,7 @@ def _open_at_once(
             idempotency_key=key,
             summary=summary,
             now=now,
+            account_locked=account_locked,
         )
     except IntegrityError as exc:
         raise _lost_race(session, exc) from exc
@@ -253,6 +287,7 @@ def _open_at_once(
         user_message=user_message,
         idempotency_key=idempotency_key,
         summary_requested=opened.summary_id,
+        api_key_id=api_key_id,
     )
     return open_turn, reservation
 
@@ -276,6 +311,7 @@ def _open_with_orm(
     idempotency_key: str | None,
     fingerprint: str,
     amount: int,
+    api_key_id: UUID | None,
 ) -> tuple[OpenTurn, Reservation]:
     """The opening as one ORM transaction, with the exact refusals: 409 for a running turn (a
     stale one is failed first), 402 for credits (expired reservations closed first)."""
@@ -307,9 +343,12 @@ def _open_with_orm(
                 purpose=first.purpose,
                 session_id=locked.id,
                 turn_id=turn.id,
+                room_id=locked.room_id,
+                api_key_id=api_key_id,
                 amount_micro=amount,
             )
             opened = _open_rows(locked, turn, user, first, idempotency_key, fingerprint, now)
+            opened = replace(opened, api_key_id=api_key_id)
     except IntegrityError as exc:
         raise _lost_race(session, exc) from exc
     session.turn_counter = locked.turn_counter

@@ -36,11 +36,12 @@ from sessions.services.turns.state import CallWritten, OpenTurn, PreparedCall
 from usage.models import LlmCallEvent, Reservation
 from usage.services import (
     CallRecord,
-    InsufficientCredits,
     ModelNotPriced,
+    ReservationRefused,
     call_event_build,
     call_event_record,
     credits_reserve,
+    refusal_record,
     reservation_release,
 )
 
@@ -80,8 +81,13 @@ def reserve(open_turn: OpenTurn, prepared: PreparedCall) -> Reservation | tuple[
             purpose=prepared.purpose,
             session_id=open_turn.session.id,
             turn_id=open_turn.turn.id,
+            room_id=open_turn.session.room_id,
+            api_key_id=open_turn.api_key_id,
         )
-    except (InsufficientCredits, ModelNotPriced) as exc:
+    except ReservationRefused as refused:
+        refusal_record(user_id=open_turn.user.pk, refusal=refused, purpose=prepared.purpose)
+        return refused.code, refused.message
+    except ModelNotPriced as exc:
         return exc.code, exc.message
 
 
@@ -224,6 +230,7 @@ def _record(
         session_id=open_turn.session.id,
         turn_id=open_turn.turn.id,
         agent_id=prepared.agent.id if prepared.agent else None,
+        api_key_id=open_turn.api_key_id,
     )
 
 

@@ -57,7 +57,12 @@ from sessions.services.turns.state import (
     TurnOutcome,
 )
 from usage.models import Reservation
-from usage.services import credits_reserve, reservation_amount
+from usage.services import (
+    ReservationRefused,
+    credits_reserve,
+    refusal_record,
+    reservation_amount,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +180,7 @@ def turn_retry_admit(
     agent_ids: list[UUID] | None,
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    api_key_id: UUID | None = None,
 ) -> AdmittedRetry | Replay:
     """Every check of a retry, then the short transaction that runs the turn again."""
     if idempotency_key:
@@ -202,9 +208,20 @@ def turn_retry_admit(
         estimated_input_tokens=first.cascade.estimated_final,
         output_reserve=first.cascade.output_reserve,
     )
-    reservation = _run_again(
-        user, session, turn, first, amount, idempotency_key=idempotency_key, fingerprint=fingerprint
-    )
+    try:
+        reservation = _run_again(
+            user,
+            session,
+            turn,
+            first,
+            amount,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            api_key_id=api_key_id,
+        )
+    except ReservationRefused as refused:  # its transaction rolled back: noted on its own
+        refusal_record(user_id=user.pk, refusal=refused, purpose=first.purpose)
+        raise
     open_turn = OpenTurn(
         session=session,
         turn=turn,
@@ -213,6 +230,7 @@ def turn_retry_admit(
         idempotency_key=idempotency_key,
         summary_requested=None,
         run=f":retry:{uuid.uuid4().hex[:12]}",
+        api_key_id=api_key_id,
     )
     admitted = AdmittedTurn(
         open=open_turn,
@@ -235,9 +253,10 @@ def _run_again(
     *,
     idempotency_key: str | None,
     fingerprint: str,
+    api_key_id: UUID | None,
 ) -> Reservation:
     """The turn running again, its first call reserved: 409 when a turn runs in the session
-    (this one included), 402 for credits."""
+    (this one included), 402 for credits or a spending limit."""
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -254,6 +273,8 @@ def _run_again(
                 purpose=first.purpose,
                 session_id=session.id,
                 turn_id=turn.id,
+                room_id=session.room_id,
+                api_key_id=api_key_id,
                 amount_micro=amount,
             )
             turn_cancel_clear(turn)

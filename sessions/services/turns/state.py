@@ -79,6 +79,8 @@ class OpenTurn:
     summary_requested: UUID | None  # a pending summary row written with the turn
     # Where the ledger keys of this run's calls start: the turn's own, or a retry's.
     run: str = ""
+    # The API key that asked for the turn (or the retry): its spending limits apply.
+    api_key_id: UUID | None = None
 
     @property
     def key_prefix(self) -> str:

@@ -482,11 +482,12 @@ def test_query_count_is_the_same_at_5_and_200_prior_turns(db, llm_stub, write_pa
     # The API key and both prices come from the per-process caches: no query. Pre-flight 4
     # (session + room, agents, summaries, history). With the ORM: admission 9 (BEGIN, session
     # lock with its running turn, counter, turn, account lock, reservation, account, user
-    # message, COMMIT); the call 10 (BEGIN, reply, account lock, earlier events, event,
-    # settlement, burn, account, audit, COMMIT); the close 1. With the one-statement writes:
+    # message, COMMIT) + the spending limits that apply (none); the call 11 (BEGIN, reply,
+    # account lock, earlier events, event, settlement, burn, spending totals, account, audit,
+    # COMMIT); the close 1. With the one-statement writes:
     # the opening 1, the call's write 1, the close 1. The 201 body is rendered from what the
     # turn wrote. bench/ records the figure.
-    assert at_5 == {"one statement": 7, "orm": 24}[write_path], at_5
+    assert at_5 == {"one statement": 7, "orm": 26}[write_path], at_5
 
 
 # --- reads -------------------------------------------------------------------------------------

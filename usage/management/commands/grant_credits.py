@@ -7,32 +7,15 @@ printed, so a retry of the same grant can pass it."""
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import User
-from pantheon.credits import MICRO_PER_CREDIT, format_credits
+from pantheon.credits import format_credits, parse_credits
 from pantheon.errors import ApplicationError
 from usage.selectors import credits_for_user
 from usage.services import credits_grant
-
-
-def parse_credits(text: str) -> int:
-    """A positive credit amount with at most 6 decimal places, in micro-credits."""
-    try:
-        amount = Decimal(text.strip())
-    except InvalidOperation as exc:
-        raise ValueError(f"{text!r} is not a decimal number") from exc
-    if not amount.is_finite() or amount <= 0:
-        raise ValueError("must be greater than zero")
-    micro = amount * MICRO_PER_CREDIT
-    if micro != micro.to_integral_value():
-        raise ValueError("at most 6 decimal places (1 micro-credit)")
-    if micro >= 2**62:
-        raise ValueError("too large")
-    return int(micro)
 
 
 class Command(BaseCommand):
