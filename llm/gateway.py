@@ -8,6 +8,11 @@ pipeline runs one way whether or not the client asked for Server-Sent Events.
 Errors are typed (`GatewayError.kind`): `timeout`, `rate_limited`, `provider_error`,
 `invalid_response`, `cancelled`. An error still carries what the provider reported as consumed
 (`usage`, possibly estimated) so it can be billed exactly.
+
+Tools: a request may offer tool definitions (`tools`, already in the OpenAI format); the response
+then carries the model's `tool_calls` (finish reason `tool_calls`). The caller runs them and sends
+the conversation back with the assistant's `tool_calls` message and one `role="tool"` message per
+result (`tool_call_id`). `openai_messages` is the one rendering of messages to the wire format.
 """
 
 from __future__ import annotations
@@ -16,15 +21,30 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 UsageSource = Literal["provider", "estimated"]
 ErrorKind = Literal["timeout", "rate_limited", "provider_error", "invalid_response", "cancelled"]
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One call the model asked for. `arguments` is the raw JSON text the model sent (it may not
+    parse: the caller validates it)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class ChatMessage:
+    """One message. An assistant message that called tools carries them in `tool_calls` (its
+    `content` may be empty); a `role="tool"` message carries one result, for `tool_call_id`."""
+
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,10 @@ class GatewayRequest:
     json_schema: dict[str, Any] | None = None
     schema_name: str = "response"
     timeout: float | None = None  # read timeout override, seconds
+    # Tool definitions in the OpenAI format: {"type": "function", "function": {"name",
+    # "description", "parameters"}}. None or empty: no tools offered.
+    tools: Sequence[dict[str, Any]] | None = None
+    tool_choice: str | None = None  # "auto" / "none"; None: not sent (the provider's default)
 
 
 @dataclass(frozen=True)
@@ -71,6 +95,8 @@ class GatewayResponse:
     finish_reason: str | None = None
     latency_ms: int = 0
     time_to_first_token_ms: int | None = None
+    # The tools the model called (finish_reason "tool_calls"); `text` may be empty then.
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class GatewayError(Exception):
@@ -99,6 +125,29 @@ class GatewayError(Exception):
         self.partial_text = partial_text
         self.retry_after = retry_after
         self.status_code = status_code
+
+
+def openai_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """`messages` in the OpenAI chat-completions wire format: `{"role", "content"}`, plus the
+    assistant's `tool_calls` (content `null` when it said nothing) and the tool results'
+    `tool_call_id`."""
+    rendered: list[dict[str, Any]] = []
+    for message in messages:
+        item: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.tool_calls:
+            item["content"] = message.content or None
+            item["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in message.tool_calls
+            ]
+        if message.role == "tool" or message.tool_call_id is not None:
+            item["tool_call_id"] = message.tool_call_id or ""
+        rendered.append(item)
+    return rendered
 
 
 class GatewayStream(Protocol):

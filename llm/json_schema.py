@@ -18,8 +18,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-_ANNOTATIONS = frozenset({"title", "description", "default", "$schema", "examples", "$comment"})
-_KEYWORDS = frozenset(
+SCHEMA_ANNOTATIONS = frozenset(
+    {"title", "description", "default", "$schema", "examples", "$comment"}
+)
+SCHEMA_KEYWORDS = frozenset(
     {
         "type",
         "properties",
@@ -71,7 +73,7 @@ def _canonical(value: Any) -> str:
 
 def schema_errors(instance: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
     """Every way `instance` violates `schema`, as readable messages (empty list = valid)."""
-    unknown = set(schema) - _KEYWORDS - _ANNOTATIONS
+    unknown = set(schema) - SCHEMA_KEYWORDS - SCHEMA_ANNOTATIONS
     if unknown:
         raise UnsupportedSchema(f"unsupported schema keyword(s) at {path}: {sorted(unknown)}")
     errors: list[str] = []

@@ -1,4 +1,4 @@
-"""The model catalog and the providers that serve it."""
+"""The model catalog, the providers that serve it, and staff-defined HTTP tools."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from llm.crypto import decrypt_secret, encrypt_secret
+from llm.tools.schema import http_tool_url_error, parameters_schema_errors, url_host
 
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
@@ -138,3 +139,94 @@ class ModelConfig(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+def _empty_parameters() -> dict[str, object]:
+    return {"type": "object", "properties": {}}
+
+
+class HttpMethod(models.TextChoices):
+    POST = "POST", "POST (arguments as a JSON body)"
+    GET = "GET", "GET (arguments as query parameters)"
+
+
+class HttpTool(models.Model):
+    """A staff-defined agent tool that calls a URL (product.md, "Agent tools"). Its host must be
+    in `TOOL_HTTP_ALLOWED_HOSTS`, checked when it is saved and again at every call. The optional
+    secret header's value is stored only as a Fernet token (`secret_header_value_encrypted`,
+    like a provider's API key); read and set it through `secret_header_value`."""
+
+    name = models.SlugField(
+        max_length=64,
+        unique=True,
+        help_text="What the model calls it and agents list in `tools`: letters, digits, - and _.",
+    )
+    description = models.TextField(help_text="What the tool does, for the model.")
+    parameters = models.JSONField(
+        default=_empty_parameters,
+        help_text='The arguments\' JSON schema: {"type": "object", "properties": {...}}.',
+    )
+    url = models.URLField(max_length=500)
+    method = models.CharField(max_length=8, choices=HttpMethod.choices, default=HttpMethod.POST)
+    secret_header_name = models.CharField(
+        max_length=128, blank=True, default="", help_text="e.g. Authorization or X-Api-Key."
+    )
+    # Never plaintext: a Fernet token under PANTHEON_ENCRYPTION_KEYS (see llm.crypto).
+    secret_header_value_encrypted = models.TextField(blank=True, default="", editable=False)
+    timeout_seconds = models.PositiveSmallIntegerField(
+        default=10, help_text="At most TOOL_TIMEOUT_SECONDS."
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "llm_http_tools"
+        ordering = ("name",)
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(timeout_seconds__gt=0), name="llm_http_tools_timeout_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(method__in=["POST", "GET"]), name="llm_http_tools_method_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        # Runs in `full_clean` (the admin's form): a host off the allowlist, a schema the
+        # arguments cannot be checked against, a timeout over the global one are refused.
+        errors: dict[str, str] = {}
+        if self.url and (error := http_tool_url_error(self.url)):
+            errors["url"] = error
+        if schema_errors := parameters_schema_errors(self.parameters):
+            errors["parameters"] = " ".join(schema_errors)
+        if self.timeout_seconds and self.timeout_seconds > settings.TOOL_TIMEOUT_SECONDS:
+            errors["timeout_seconds"] = (
+                f"At most TOOL_TIMEOUT_SECONDS ({settings.TOOL_TIMEOUT_SECONDS:g} seconds)."
+            )
+        if self.secret_header_value_encrypted and not self.secret_header_name:
+            errors["secret_header_name"] = "Name the header the secret is sent in."
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def host(self) -> str:
+        return url_host(self.url)
+
+    @property
+    def secret_header_value(self) -> str:
+        """The decrypted secret ("" when none is set). Raises `SecretUnreadable` when no
+        configured key decrypts it."""
+        token = self.secret_header_value_encrypted
+        return decrypt_secret(token) if token else ""
+
+    @secret_header_value.setter
+    def secret_header_value(self, plaintext: str) -> None:
+        self.secret_header_value_encrypted = encrypt_secret(plaintext) if plaintext else ""
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.secret_header_value_encrypted)

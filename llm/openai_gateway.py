@@ -1,7 +1,9 @@
 """The OpenAI-compatible gateway (OpenRouter by default), on the `openai` SDK.
 
 Every call streams (`stream=True` with `include_usage`), so a JSON answer and a Server-Sent
-Events answer run the same code: `complete()` is `stream()` consumed whole.
+Events answer run the same code: `complete()` is `stream()` consumed whole. Tool definitions are
+sent as given; the tool-call deltas of the answer are assembled into the response's `tool_calls`
+(`openai_wire.ToolCallAssembler`), while its text deltas stream as usual.
 
 Bounded failure: explicit connect/read timeouts; the SDK's own retries are off
 (`max_retries=0` on the client) and this module retries instead — only before the first byte of
@@ -32,9 +34,12 @@ from llm.gateway import (
     GatewayResponse,
     ProviderConfig,
     TokenUsage,
+    openai_messages,
 )
 from llm.json_schema import schema_errors
 from llm.openai_wire import (
+    PendingCall,
+    ToolCallAssembler,
     chunk_error_text,
     drain_events,
     opening,
@@ -46,14 +51,13 @@ from llm.openai_wire import (
     strip_code_fence,
     token_usage_from,
 )
-from llm.tokenizer import count_message_tokens, count_tokens
+from llm.tokenizer import count_message_tokens, count_tokens, count_tools_tokens
 
 # First backoff step when the provider gives no Retry-After; doubles per attempt, with jitter.
 RETRY_BACKOFF_BASE_SECONDS = 0.25
-# A cancel before the answer's headers looks for the request's connection this often, this many
-# times (the request may still be on its way to a connection).
+# A cancel before the answer's headers looks for the request this often until the open has
+# ended (the request may still be queued for a connection, connecting, or not in the pool yet).
 _STOP_PENDING_EVERY = 0.02
-_STOP_PENDING_TRIES = 100
 
 
 @dataclass(frozen=True)
@@ -97,10 +101,13 @@ class OpenAIChatStream:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._iterated = False
-        self._opened = False  # the request went out
+        self._opened = False  # the request (may have) gone out
+        self._open_started = False  # `_open` began: a close from now on must stop what it sends
+        self._pending = PendingCall(self._cancel)  # what a close reaches before any answer
         self._reading_thread: int | None = None  # set while blocked inside the SDK stream
         self._sdk_stream: openai.Stream[Any] | None = None
         self._parts: list[str] = []
+        self._tool_calls = ToolCallAssembler()
         self._prompt_estimate: int | None = None
         self._started_at = 0.0
         self._ttft_ms: int | None = None
@@ -135,23 +142,26 @@ class OpenAIChatStream:
             self._error = self._make_error("cancelled", "The call was cancelled.", usage=usage)
             sdk_stream = self._sdk_stream
             reader = self._reading_thread
+            open_started = self._open_started
         if sdk_stream is not None:
             # Another thread blocked in a read gets EOF from the shutdown and closes the response
             # itself; closing it from here too would race with that thread inside httpcore.
             shutdown_socket(sdk_stream.response)
             if reader is None or reader == threading.get_ident():
                 sdk_stream.close()
-        elif self._opened:
-            # No answer yet: the request waits in the connection pool for its headers.
+        elif open_started and not self._open_ended.is_set():
+            # No answer yet: the request is somewhere in the connection pool (queued, connecting
+            # or waiting for its headers), or about to be sent — and then refuses to go out.
             threading.Thread(target=self._stop_pending, daemon=True).start()
 
     def _stop_pending(self) -> None:
-        """Shut the waiting request's connection down — retried briefly: the request may still
-        be on its way to a connection — until it is stopped or the call has ended."""
+        """Stop the request that has no answer yet, wherever it is in the pool — again and
+        again until the open has ended (the request may not have reached the pool yet, or a
+        retry's request may follow): `_open` ends soon after, as cancelled."""
         http_client = self._gateway.client._client
-        for _ in range(_STOP_PENDING_TRIES):
-            if shutdown_pending(http_client, self) or self._open_ended.wait(_STOP_PENDING_EVERY):
-                return
+        while not self._open_ended.is_set():
+            shutdown_pending(http_client, self._pending)
+            self._open_ended.wait(_STOP_PENDING_EVERY)
 
     @property
     def response(self) -> GatewayResponse:
@@ -240,7 +250,12 @@ class OpenAIChatStream:
             return None
         choice = choices[0]
         self._finish_reason = choice.get("finish_reason") or self._finish_reason
-        content = (choice.get("delta") or {}).get("content")
+        delta = choice.get("delta") or {}
+        if delta.get("tool_calls"):
+            self._tool_calls.add(delta["tool_calls"])
+            if self._ttft_ms is None:
+                self._ttft_ms = self._elapsed_ms()
+        content = delta.get("content")
         if not content:
             return None
         if not isinstance(content, str):
@@ -252,7 +267,8 @@ class OpenAIChatStream:
 
     def _finish(self) -> None:
         """After the body: the response — or the error of a cancel, of a stream without chunks or
-        cut before the model finished, or of a structured answer that does not parse."""
+        cut before the model finished, of tool calls without a name, or of a structured answer
+        that does not parse."""
         if self._cancel.is_set():
             raise self._error_or_cancelled()
         if self._chunks == 0:
@@ -261,7 +277,18 @@ class OpenAIChatStream:
             raise self._fail("provider_error", "The stream ended before the model finished.")
         text = "".join(self._parts)
         usage = self._provider_usage or self._estimated_usage()
-        parsed = self._parse_structured(text, usage) if self._request.json_schema else None
+        try:
+            tool_calls = self._tool_calls.calls()
+        except ValueError as exc:
+            raise self._fail(
+                "invalid_response", f"Malformed tool call: {exc}", usage=usage
+            ) from exc
+        finish_reason = self._finish_reason
+        if tool_calls and finish_reason == "stop":
+            finish_reason = "tool_calls"  # some providers say "stop" after tool calls
+        parsed = None
+        if self._request.json_schema and not tool_calls:
+            parsed = self._parse_structured(text, usage)
         with self._lock:
             if self._cancel.is_set():  # close() won the race at the very end
                 raise self._error_or_cancelled()
@@ -272,15 +299,23 @@ class OpenAIChatStream:
                 model=self._model,
                 parsed=parsed,
                 generation_id=self._generation_id,
-                finish_reason=self._finish_reason,
+                finish_reason=finish_reason,
                 latency_ms=latency_ms,
                 time_to_first_token_ms=self._ttft_ms,
+                tool_calls=tool_calls,
             )
 
     def _open(self) -> openai.Stream[Any]:
         """Send the request (with the retry budget) and return the SDK stream once the
         provider's headers arrived."""
+        with self._lock:
+            # A close() from here on sees the open started (and stops what it sends); one that
+            # came before is seen here.
+            self._open_started = True
+            cancelled = self._cancel.is_set()
         try:
+            if cancelled:
+                raise self._error_or_cancelled()
             return self._open_with_retries()
         finally:
             self._open_ended.set()
@@ -292,19 +327,7 @@ class OpenAIChatStream:
         while True:
             try:
                 self._opened = True
-                # `client.post` with a plain JSON body: the same request, headers, auth and
-                # stream decoding as `chat.completions.create`, without its recursive
-                # TypedDict transformation of the parameters (≈10 % of a turn's CPU). The
-                # request is tagged as this call's, so `close()` can stop it before it answers.
-                with opening(self):
-                    sdk_stream = self._gateway.client.post(
-                        "/chat/completions",
-                        body=body,
-                        cast_to=ChatCompletion,
-                        stream=True,
-                        stream_cls=openai.Stream[ChatCompletionChunk],
-                        options={"timeout": timeout, "security": {"bearer_auth": True}},
-                    )
+                sdk_stream = self._send(body, timeout)
                 break
             except openai.APITimeoutError as exc:
                 raise self._fail("timeout", "The provider did not answer in time.") from exc
@@ -338,6 +361,31 @@ class OpenAIChatStream:
             raise self._error_or_cancelled()
         return sdk_stream
 
+    def _send(self, body: dict[str, Any], timeout: httpx.Timeout) -> openai.Stream[Any]:
+        """One attempt. A cancelled call sends nothing: checked here, then by the wire until the
+        request's headers are written (`openai_wire.PendingCall`); a failure of an attempt the
+        call was cancelled during is the cancel."""
+        if self._cancel.is_set():
+            raise self._error_or_cancelled()
+        try:
+            # `client.post` with a plain JSON body: the same request, headers, auth and stream
+            # decoding as `chat.completions.create`, without its recursive TypedDict
+            # transformation of the parameters (≈10 % of a turn's CPU). The request is tagged
+            # as this call's, so `close()` can stop it before it answers.
+            with opening(self._pending):
+                return self._gateway.client.post(
+                    "/chat/completions",
+                    body=body,
+                    cast_to=ChatCompletion,
+                    stream=True,
+                    stream_cls=openai.Stream[ChatCompletionChunk],
+                    options={"timeout": timeout, "security": {"bearer_auth": True}},
+                )
+        except openai.APIError as exc:
+            if self._cancel.is_set():
+                raise self._error_or_cancelled() from exc
+            raise
+
     def _timeout(self) -> httpx.Timeout:
         request, policy = self._request, self._gateway.policy
         read = request.timeout if request.timeout is not None else policy.read_timeout
@@ -350,7 +398,7 @@ class OpenAIChatStream:
         request = self._request
         body: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": openai_messages(request.messages),
             "stream": True,
             "stream_options": {"include_usage": True},
         }
@@ -358,6 +406,10 @@ class OpenAIChatStream:
             body["temperature"] = request.temperature
         if request.max_tokens is not None:
             body["max_tokens"] = request.max_tokens
+        if request.tools:
+            body["tools"] = list(request.tools)
+            if request.tool_choice is not None:  # providers refuse a tool_choice without tools
+                body["tool_choice"] = request.tool_choice
         if request.json_schema is not None:
             body["response_format"] = {
                 "type": "json_schema",
@@ -395,10 +447,12 @@ class OpenAIChatStream:
 
     def _estimated_usage(self) -> TokenUsage:
         if self._prompt_estimate is None:
-            self._prompt_estimate = count_message_tokens(self._request.messages)
+            self._prompt_estimate = count_message_tokens(
+                self._request.messages
+            ) + count_tools_tokens(self._request.tools)
         return TokenUsage(
             prompt_tokens=self._prompt_estimate,
-            completion_tokens=count_tokens("".join(self._parts)),
+            completion_tokens=count_tokens("".join(self._parts) + self._tool_calls.text()),
             source="estimated",
         )
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 
 from llm.crypto import SecretUnreadable, is_current, reencrypt_secret
-from llm.models import Provider, ProviderKind
+from llm.models import HttpTool, Provider, ProviderKind
 
 
 def provider_create(
@@ -38,28 +38,36 @@ class SecretRotation:
 
 @transaction.atomic
 def provider_secrets_rotate(*, dry_run: bool = False) -> SecretRotation:
-    """Re-encrypt every stored provider API key under the newest PANTHEON_ENCRYPTION_KEYS key.
+    """Re-encrypt every stored secret — provider API keys and HTTP tools' secret headers — under
+    the newest PANTHEON_ENCRYPTION_KEYS key.
 
     Idempotent: a secret already under the newest key is left as it is, so a second run changes
     nothing. With `dry_run`, counts what would change and writes nothing.
     """
-    providers = (
-        Provider.objects.select_for_update(no_key=True).exclude(api_key_encrypted="").order_by("pk")
-    )
     changed = 0
     total = 0
     unreadable: list[str] = []
-    for provider in providers:
-        total += 1
-        if is_current(provider.api_key_encrypted):
-            continue
-        try:
-            token = reencrypt_secret(provider.api_key_encrypted)
-        except SecretUnreadable:
-            unreadable.append(provider.name)
-            continue
-        changed += 1
-        if not dry_run:
-            provider.api_key_encrypted = token
-            provider.save(update_fields=["api_key_encrypted", "updated_at"])
+    stores = [
+        (Provider.objects.exclude(api_key_encrypted=""), "api_key_encrypted", "provider"),
+        (
+            HttpTool.objects.exclude(secret_header_value_encrypted=""),
+            "secret_header_value_encrypted",
+            "HTTP tool",
+        ),
+    ]
+    for rows, column, kind in stores:
+        for row in rows.select_for_update(no_key=True).order_by("pk"):
+            total += 1
+            token = getattr(row, column)
+            if is_current(token):
+                continue
+            try:
+                token = reencrypt_secret(token)
+            except SecretUnreadable:
+                unreadable.append(f"{kind} {row.name}")
+                continue
+            changed += 1
+            if not dry_run:
+                setattr(row, column, token)
+                row.save(update_fields=[column, "updated_at"])
     return SecretRotation(changed=changed, total=total, unreadable=unreadable)

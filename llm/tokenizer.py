@@ -10,6 +10,11 @@ of miscounting. The encoding is built once per process, lazily, under a lock.
 Message overhead follows OpenAI's cookbook ("How to count tokens with tiktoken") for the chat
 models that use o200k: every message costs `TOKENS_PER_MESSAGE` (3) tokens of framing on top of
 its role and content, and every reply is primed with `TOKENS_PER_REPLY` (3) tokens.
+
+Tools: an assistant message's tool calls count their name and arguments plus
+`TOKENS_PER_TOOL_CALL` of framing each; a tool result is a message like any other (role and
+content). Tool definitions count as their JSON text (`count_tools_tokens`). Providers render both
+their own way, so these are close estimates, not exact counts.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import json
 import threading
 from collections.abc import Sequence
 from importlib import resources
+from typing import Any
 
 import tiktoken
 
@@ -29,6 +36,8 @@ ENCODING_NAME = "o200k_base"
 # Framing per message (<|start|>{role}<|message|>...<|end|>) and reply priming, per the cookbook.
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_REPLY = 3
+# Framing of one tool call inside an assistant message (its id and type markers).
+TOKENS_PER_TOOL_CALL = 3
 
 # The SHA-256 that tiktoken_ext.openai_public expects for o200k_base.tiktoken.
 _O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
@@ -91,11 +100,16 @@ def count_tokens(text: str) -> int:
 
 
 def message_tokens(message: ChatMessage) -> int:
-    """Tokens one message adds to a prompt: its role and content plus `TOKENS_PER_MESSAGE`."""
+    """Tokens one message adds to a prompt: its role and content plus `TOKENS_PER_MESSAGE`, and
+    the name and arguments of each tool call it carries plus `TOKENS_PER_TOOL_CALL`."""
     encoding = get_encoding()
     total = TOKENS_PER_MESSAGE + len(encoding.encode_ordinary(message.role))
     if message.content:
         total += len(encoding.encode_ordinary(message.content))
+    for call in message.tool_calls:
+        total += TOKENS_PER_TOOL_CALL + len(encoding.encode_ordinary(call.name))
+        if call.arguments:
+            total += len(encoding.encode_ordinary(call.arguments))
     return total
 
 
@@ -103,3 +117,12 @@ def count_message_tokens(messages: Sequence[ChatMessage]) -> int:
     """Prompt tokens for a chat request: `message_tokens` of each message plus
     `TOKENS_PER_REPLY` for the priming of the assistant's reply."""
     return TOKENS_PER_REPLY + sum(message_tokens(message) for message in messages)
+
+
+def count_tools_tokens(tools: Sequence[dict[str, Any]] | None) -> int:
+    """Prompt tokens the tool definitions of a request add: the compact JSON of each."""
+    if not tools:
+        return 0
+    return sum(
+        count_tokens(json.dumps(tool, ensure_ascii=False, separators=(",", ":"))) for tool in tools
+    )

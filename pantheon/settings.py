@@ -363,6 +363,26 @@ SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=10.0)
 ROOM_MAX_AGENTS_PER_TURN = env.int("ROOM_MAX_AGENTS_PER_TURN", default=5)
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 
+# --- Agent tools (llm/tools/; product.md "Agent tools") ----------------------------------------
+# Model call -> tool calls -> model call, at most this many rounds per agent reply.
+TOOL_MAX_ROUNDS = env.int("TOOL_MAX_ROUNDS", default=4)
+# One tool call's bound (a worker thread is waited for this long); an HTTP tool's own timeout
+# may only be shorter.
+TOOL_TIMEOUT_SECONDS = env.float("TOOL_TIMEOUT_SECONDS", default=10.0)
+# A tool result longer than this is cut, with a marker saying so.
+TOOL_RESULT_MAX_CHARS = env.int("TOOL_RESULT_MAX_CHARS", default=8000)
+# An HTTP tool's response is read up to this many bytes; a longer one is an error result.
+TOOL_HTTP_MAX_RESPONSE_BYTES = env.int("TOOL_HTTP_MAX_RESPONSE_BYTES", default=1_048_576)
+# Host names HTTP tools may call (comma-separated). Empty: every HTTP tool is refused.
+TOOL_HTTP_ALLOWED_HOSTS = env.list("TOOL_HTTP_ALLOWED_HOSTS", default=[])
+# Installed langchain-core tools: import paths ("package.module:attribute"), comma-separated.
+PANTHEON_TOOLS = env.list("PANTHEON_TOOLS", default=[])
+for _name in ("TOOL_MAX_ROUNDS", "TOOL_RESULT_MAX_CHARS", "TOOL_HTTP_MAX_RESPONSE_BYTES"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be 1 or more.")
+if TOOL_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured("TOOL_TIMEOUT_SECONDS must be more than 0 seconds.")
+
 # --- Per-process caches (pantheon/process_cache.py; README "Freshness of cached data") ---------
 # How old a cached value may be when it is used; 0 turns that cache off.
 PRICING_CACHE_SECONDS = env.int("PRICING_CACHE_SECONDS", default=60)

@@ -92,6 +92,8 @@ class Agent(models.Model):
         validators=[MinValueValidator(0), MaxValueValidator(2)],
     )
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # Names of the tools the agent may call (`GET tools`), in the order they are offered.
+    tools = models.JSONField(default=list, blank=True)
     position = models.PositiveIntegerField(default=0)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from llm.models import ModelConfig
+from llm.tools.registry import unknown_tools
 from pantheon.errors import ApplicationError
 from rooms.models import HANDLE_PATTERN, HANDLE_UNIQUE_CONSTRAINT, Agent, Room, TurnMode
 
@@ -74,6 +75,23 @@ def _check_temperature(temperature: Decimal) -> None:
 def _check_position(position: int) -> None:
     if not 0 <= position <= AGENT_POSITION_MAX:
         raise _invalid("position", f"Must be between 0 and {AGENT_POSITION_MAX}.")
+
+
+AGENT_TOOLS_MAX = 20
+
+
+def _checked_tools(tools: list[str]) -> list[str]:
+    """An agent's tools: names of `GET tools`, each once, in the given order."""
+    if len(tools) > AGENT_TOOLS_MAX:
+        raise _invalid("tools", f"At most {AGENT_TOOLS_MAX} tools.")
+    unknown = unknown_tools(tools)
+    if unknown:
+        raise _invalid(
+            "tools",
+            f"Unknown tool(s): {', '.join(unknown)}. GET /api/v1/tools lists the tools an agent "
+            "may be given.",
+        )
+    return list(dict.fromkeys(tools))
 
 
 def _position_after(last: int | None) -> int:
@@ -183,6 +201,7 @@ def agent_create(
     max_output_tokens: int | None = None,
     position: int | None = None,
     is_active: bool = True,
+    tools: list[str] | None = None,
 ) -> Agent:
     """Add an agent to `room`. The handle is stored lower-case and must be free among the
     room's agents; `model` must be an active catalog id; `position` is 0..`AGENT_POSITION_MAX`,
@@ -194,6 +213,7 @@ def agent_create(
     _check_max_output_tokens(max_output_tokens, config)
     if position is not None:
         _check_position(position)
+    tools = _checked_tools(tools or [])
     try:
         with transaction.atomic():
             if position is None:
@@ -211,6 +231,7 @@ def agent_create(
                 max_output_tokens=max_output_tokens,
                 position=position,
                 is_active=is_active,
+                tools=tools,
             )
     except IntegrityError as exc:
         if _is_duplicate_handle(exc):
@@ -229,6 +250,7 @@ def agent_update(
     max_output_tokens: int | None | _Unset = UNSET,
     position: int | _Unset = UNSET,
     is_active: bool | _Unset = UNSET,
+    tools: list[str] | _Unset = UNSET,
 ) -> Agent:
     """Change the given fields of `agent` under the same rules as `agent_create`. Changing the
     model re-checks the agent's `max_output_tokens` against the new model's limit."""
@@ -256,6 +278,8 @@ def agent_update(
         changes["position"] = position
     if is_active is not UNSET:
         changes["is_active"] = is_active
+    if tools is not UNSET:
+        changes["tools"] = _checked_tools(tools)
     if not changes:
         return agent
     for field, value in changes.items():

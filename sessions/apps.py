@@ -8,3 +8,12 @@ class ChatSessionsConfig(AppConfig):
     label = "chat_sessions"
     verbose_name = "Chat sessions"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # `session_search` needs this app's data: it registers itself with the tool registry.
+        from llm.tools.registry import register_tool
+        from sessions.tools import DESCRIPTION, session_search_tool
+
+        register_tool(
+            "session_search", session_search_tool, description=DESCRIPTION, kind="builtin"
+        )

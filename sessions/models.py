@@ -294,3 +294,44 @@ class TurnIdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"idempotency key {self.key} ({self.status})"
+
+
+class ToolCallStatus(models.TextChoices):
+    OK = "ok"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+class ToolCall(models.Model):
+    """One tool call a model made during an agent's reply, as Pantheon ran it: its arguments,
+    how it ended and its result (truncated to `TOOL_RESULT_MAX_CHARS`). `round` is the tool
+    round of the reply (1 for the tools the first model call asked for)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="tool_calls")
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="tool_calls", null=True, blank=True
+    )
+    agent = models.ForeignKey(
+        "rooms.Agent", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    round = models.PositiveSmallIntegerField()
+    call_id = models.CharField(max_length=255)  # the model's id of the call
+    name = models.CharField(max_length=128)
+    arguments = models.TextField(blank=True, default="")  # the JSON text the model sent
+    status = models.CharField(max_length=8, choices=ToolCallStatus.choices)
+    result = models.TextField(blank=True, default="")
+    error = models.CharField(max_length=500, blank=True, default="")
+    latency_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "tool_calls"
+        ordering = ("created_at", "id")
+        indexes = [
+            models.Index(fields=["turn", "created_at"], name="tool_calls_turn_created"),
+            models.Index(fields=["name", "created_at"], name="tool_calls_name_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"

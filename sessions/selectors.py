@@ -18,6 +18,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
+from django.db import connection
 from django.db.models import (
     BigIntegerField,
     Count,
@@ -40,6 +42,7 @@ from sessions.models import (
     Session,
     SessionSummary,
     SummaryStatus,
+    ToolCall,
     Turn,
     TurnContextAudit,
     TurnStatus,
@@ -182,6 +185,9 @@ def turns_with_details(turns: QuerySet[Turn]) -> list[Turn]:
                 .order_by("sequence", "created_at"),
             ),
             Prefetch(
+                "messages__tool_calls", queryset=ToolCall.objects.order_by("created_at", "id")
+            ),
+            Prefetch(
                 "context_audits",
                 queryset=TurnContextAudit.objects.select_related("agent").order_by("created_at"),
             ),
@@ -203,6 +209,8 @@ def turn_with_details_from(
     """The turn as `turns_with_details` would load it, from the rows its pipeline has just
     written and still holds (agents attached): the 201 body of a turn that was run in this
     request needs no query. The same ordering and the same totals as the database's."""
+    for message in messages:  # the tool calls a reply made were attached when they were stored
+        message.__dict__.setdefault("_prefetched_objects_cache", {}).setdefault("tool_calls", [])
     turn._prefetched_objects_cache = {  # type: ignore[attr-defined]
         "messages": sorted(messages, key=lambda m: (m.sequence, m.created_at)),
         "context_audits": sorted(audits, key=lambda a: a.created_at),
@@ -265,7 +273,13 @@ def messages_for_session(
     *, session_id: UUID, include_superseded: bool = False
 ) -> QuerySet[Message]:
     """The session's messages; replies a retry replaced only when asked for."""
-    messages = Message.objects.filter(session_id=session_id).select_related("agent", "turn")
+    messages = (
+        Message.objects.filter(session_id=session_id)
+        .select_related("agent", "turn")
+        .prefetch_related(
+            Prefetch("tool_calls", queryset=ToolCall.objects.order_by("created_at", "id"))
+        )
+    )
     if not include_superseded:
         messages = messages.exclude(status=MessageStatus.SUPERSEDED)
     return messages
@@ -290,3 +304,40 @@ def turn_credits() -> Coalesce:
         .values("total")
     )
     return Coalesce(Subquery(burned, output_field=BigIntegerField()), Value(0))
+
+
+def messages_search(*, session_id: UUID, user_id: Any, query: str, limit: int) -> list[Message]:
+    """The session's messages (its owner's, alive; no superseded or failed reply) matching
+    `query`, best first: PostgreSQL full-text search (web-search syntax, English stemming),
+    else every word contained, newest first (SQLite)."""
+    messages = (
+        Message.objects.filter(
+            session_id=session_id,
+            session__deleted_at__isnull=True,
+            session__room__owner_id=user_id,
+            session__room__deleted_at__isnull=True,
+        )
+        .exclude(status__in=[MessageStatus.SUPERSEDED, MessageStatus.ERROR])
+        .exclude(content="")
+        .select_related("agent", "turn")
+    )
+    if connection.vendor == "postgresql":
+        search = SearchQuery(query, config="english", search_type="websearch")
+        vector = SearchVector("content", config="english")
+        found = messages.annotate(rank=SearchRank(vector, search)).filter(rank__gt=0)
+        return list(found.order_by("-rank", "-created_at")[:limit])
+    for word in query.split()[:20]:
+        messages = messages.filter(content__icontains=word)
+    return list(messages.order_by("-created_at")[:limit])
+
+
+def current_replies(*, turn: Turn) -> dict[UUID, Message]:
+    """Each agent's reply in the turn as it stands (not superseded), with its agent."""
+    return {
+        m.agent_id: m
+        for m in Message.objects.filter(turn=turn, role=MessageRole.ASSISTANT)
+        .exclude(status=MessageStatus.SUPERSEDED)
+        .select_related("agent")
+        .order_by("sequence", "created_at")
+        if m.agent_id is not None
+    }

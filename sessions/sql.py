@@ -105,7 +105,7 @@ _WRITTEN_WITH_SUMMARY = "SELECT EXISTS (SELECT 1 FROM ev), (SELECT id FROM q)"
 
 _SUPERSEDE = """
 UPDATE messages SET status = 'superseded'
-WHERE id = %(ss_message)s AND EXISTS (SELECT 1 FROM ev)
+WHERE id = %(ss_message)s AND status <> 'superseded' AND EXISTS (SELECT 1 FROM ev)
 RETURNING id
 """
 

@@ -12,9 +12,16 @@ Scripted replies (FIFO, optionally keyed by model id) drive the failure cases::
     stub.enqueue(StubReply(status=429, headers={"Retry-After": "0"}))
     stub.enqueue(StubReply(text="hello", chunk_delay=0.2))
     stub.enqueue(StubReply(hang=True), model="openai/gpt-4o")   # only calls to that model
+    stub.enqueue(tool_calls=[{"name": "calculator", "arguments": {"expression": "6*7"}}])
 
 Every request is recorded (`stub.requests`), and so is a streaming client that went away
-mid-answer (`stub.disconnects`, `StubRequest.disconnected`).
+mid-answer (`stub.disconnects`, `StubRequest.disconnected`). The recorded body holds what the
+client sent, `tools` and `messages` (with their `tool_calls` / `tool_call_id`) included.
+
+Tool calls are streamed as OpenAI streams them: for each call, a first delta with its `index`,
+`id`, `type` and `function.name` (arguments `""`), then its arguments in two or more pieces; then
+`finish_reason: "tool_calls"` and the usage block. Non-streamed answers carry them in
+`message.tool_calls`.
 
 In tests, use the `llm_stub` fixture: it points the default provider at the stub (settings
 `OPENROUTER_BASE_URL` / `OPENROUTER_API_KEY`, short timeouts) and resets the script between
@@ -65,6 +72,12 @@ class StubReply:
     end of the stream.
     usage: overrides of prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
     reasoning_tokens. no_usage: a stream without its usage block.
+    tool_calls: the tools the answer calls, each `{"name", "arguments", "id"?}` (arguments a
+    dict, sent as its JSON, or raw text; the id defaults to `call_stub_<n>`, n counting the
+    calls since the last reset; no name → a malformed call). With tool calls the text defaults
+    to none, after any `text`. interleave_tool_calls: stream the calls' pieces round-robin
+    instead of one call after the other.
+    finish_reason: default "tool_calls" with tool calls, else "stop".
     """
 
     text: str | None = None
@@ -80,8 +93,10 @@ class StubReply:
     stream_error: str | None = None
     usage: dict[str, int] | None = None
     no_usage: bool = False
-    finish_reason: str = "stop"
+    finish_reason: str | None = None
     id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    interleave_tool_calls: bool = False
 
 
 @dataclass
@@ -111,6 +126,7 @@ class LlmStub:
         self._generation = 0  # bumped by reset(): releases hung answers of an earlier test
         self._stopping = threading.Event()
         self._ids = itertools.count(1)
+        self._call_ids = itertools.count(1)  # tool-call ids, from 1 after each reset
         # Generation ids unique across stub runs too, as a provider's are: a database that
         # outlives one stub (the bench's, a profile's) never sees an id twice.
         self._run = uuid.uuid4().hex[:8]
@@ -173,6 +189,7 @@ class LlmStub:
             self._requests.clear()
             self._disconnects = 0
             self._generation += 1
+            self._call_ids = itertools.count(1)
             self.usage_defaults = {}
 
     @property
@@ -216,6 +233,10 @@ class LlmStub:
     def _next_id(self) -> str:
         return f"gen-stub-{self._run}-{next(self._ids)}"
 
+    def _next_call_id(self) -> str:
+        with self._lock:
+            return f"call_stub_{next(self._call_ids)}"
+
 
 class _StubHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
@@ -239,6 +260,49 @@ def _approx_tokens(text: str) -> int:
 
 def _pieces(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text) or ([text] if text else [])
+
+
+def _argument_pieces(arguments: str) -> list[str]:
+    """`arguments` in two or more pieces (about three), as a provider streams them."""
+    if len(arguments) < 2:
+        return [arguments] if arguments else []
+    size = max(1, -(-len(arguments) // 3))
+    return [arguments[i : i + size] for i in range(0, len(arguments), size)]
+
+
+def _tool_call_deltas(calls: list[dict[str, Any]], interleave: bool) -> list[dict[str, Any]]:
+    """The `delta.tool_calls` entries that stream `calls`: per call, its head (index, id, type,
+    name) then its argument pieces; call after call, or round-robin when `interleave`."""
+    per_call: list[list[dict[str, Any]]] = []
+    for index, call in enumerate(calls):
+        function: dict[str, Any] = {"arguments": ""}
+        if call["name"] is not None:
+            function = {"name": call["name"], **function}
+        head = {"index": index, "id": call["id"], "type": "function", "function": function}
+        tail = [
+            {"index": index, "function": {"arguments": piece}}
+            for piece in _argument_pieces(call["arguments"])
+        ]
+        per_call.append([head, *tail])
+    if not interleave:
+        return [delta for deltas in per_call for delta in deltas]
+    rounds = itertools.zip_longest(*per_call)
+    return [delta for deltas in rounds for delta in deltas if delta is not None]
+
+
+def _wire_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`calls` as a non-streamed message's `tool_calls`."""
+    wired = []
+    for call in calls:
+        function: dict[str, Any] = {"arguments": call["arguments"]}
+        if call["name"] is not None:
+            function["name"] = call["name"]
+        wired.append({"id": call["id"], "type": "function", "function": function})
+    return wired
+
+
+def _finish_reason(reply: StubReply, calls: list[dict[str, Any]]) -> str:
+    return reply.finish_reason or ("tool_calls" if calls else "stop")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -299,18 +363,33 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(reply.status, error, reply.headers)
             return
         text = self._reply_text(record.body, reply)
+        calls = self._tool_calls(stub, reply)
         if record.stream:
-            self._stream(stub, record, reply, text, generation)
+            self._stream(stub, record, reply, text, calls, generation)
         elif reply.malformed:
             self._send_raw(200, b'{"id": "broken', "application/json", reply.headers)
         else:
-            self._send_json(200, self._completion(stub, record.body, reply, text), reply.headers)
+            completion = self._completion(stub, record.body, reply, text, calls)
+            self._send_json(200, completion, reply.headers)
+
+    def _tool_calls(self, stub: LlmStub, reply: StubReply) -> list[dict[str, Any]]:
+        """The reply's tool calls with their ids and arguments as text."""
+        calls = []
+        for call in reply.tool_calls or ():
+            arguments = call.get("arguments", {})
+            if not isinstance(arguments, str):
+                arguments = json.dumps(arguments)
+            call_id = call.get("id") or stub._next_call_id()
+            calls.append({"id": call_id, "name": call.get("name"), "arguments": arguments})
+        return calls
 
     def _reply_text(self, body: dict[str, Any], reply: StubReply) -> str:
         if reply.text is not None:
             return reply.text
         if reply.json is not None:
             return json.dumps(reply.json)
+        if reply.tool_calls:
+            return ""
         last = _last_user_text(body)
         response_format = body.get("response_format") or {}
         if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
@@ -319,12 +398,27 @@ class _Handler(BaseHTTPRequestHandler):
             return json.dumps(schema_example(schema, text="stub", prefer=prefer))
         return f"stub reply to: {last[:40]}"
 
-    def _usage(self, stub: LlmStub, body: dict[str, Any], reply: StubReply, text: str) -> dict:
+    def _usage(
+        self,
+        stub: LlmStub,
+        body: dict[str, Any],
+        reply: StubReply,
+        text: str,
+        calls: list[dict[str, Any]] | None = None,
+    ) -> dict:
         messages = body.get("messages") or []
         prompt_text = "".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
+        prompt_text += "".join(
+            json.dumps(m["tool_calls"])
+            for m in messages
+            if isinstance(m, dict) and m.get("tool_calls")
+        )
+        if body.get("tools"):
+            prompt_text += json.dumps(body["tools"])
+        called = "".join(str(call["name"] or "") + call["arguments"] for call in calls or ())
         figures = {
             "prompt_tokens": _approx_tokens(prompt_text) + 4 * len(messages) + 3,
-            "completion_tokens": _approx_tokens(text),
+            "completion_tokens": _approx_tokens(text + called),
             "cached_tokens": 0,
             "cache_write_tokens": 0,
             "reasoning_tokens": 0,
@@ -343,25 +437,39 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _completion(
-        self, stub: LlmStub, body: dict[str, Any], reply: StubReply, text: str
+        self,
+        stub: LlmStub,
+        body: dict[str, Any],
+        reply: StubReply,
+        text: str,
+        calls: list[dict[str, Any]],
     ) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            message = {
+                "role": "assistant",
+                "content": text or None,
+                "tool_calls": _wire_tool_calls(calls),
+            }
         return {
             "id": reply.id or stub._next_id(),
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model"),
             "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": reply.finish_reason,
-                }
+                {"index": 0, "message": message, "finish_reason": _finish_reason(reply, calls)}
             ],
-            "usage": self._usage(stub, body, reply, text),
+            "usage": self._usage(stub, body, reply, text, calls),
         }
 
     def _stream(
-        self, stub: LlmStub, record: StubRequest, reply: StubReply, text: str, generation: int
+        self,
+        stub: LlmStub,
+        record: StubRequest,
+        reply: StubReply,
+        text: str,
+        calls: list[dict[str, Any]],
+        generation: int,
     ) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -376,7 +484,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._chunk(b"")
                 return
             self._chunk(b": stub processing\n\n")  # an SSE comment, like OpenRouter's keep-alives
-            for n, event in enumerate(self._events(stub, record.body, reply, text)):
+            for n, event in enumerate(self._events(stub, record.body, reply, text, calls)):
                 if event is None:  # the cut: drop the connection without finishing the body
                     self.close_connection = True
                     return
@@ -394,7 +502,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _events(
-        self, stub: LlmStub, body: dict[str, Any], reply: StubReply, text: str
+        self,
+        stub: LlmStub,
+        body: dict[str, Any],
+        reply: StubReply,
+        text: str,
+        calls: list[dict[str, Any]],
     ) -> Iterator[bytes | None]:
         base = {
             "id": reply.id or stub._next_id(),
@@ -415,12 +528,15 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.cut_after_chunks is not None:
             yield None
             return
+        for delta in _tool_call_deltas(calls, reply.interleave_tool_calls):
+            yield event({"choices": [{"index": 0, "delta": {"tool_calls": [delta]}}]})
         if reply.stream_error is not None:
             yield event({"error": {"message": reply.stream_error, "code": 502}, "choices": []})
             return
-        yield event({"choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]})
+        finish = _finish_reason(reply, calls)
+        yield event({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         if not reply.no_usage and (body.get("stream_options") or {}).get("include_usage"):
-            yield event({"choices": [], "usage": self._usage(stub, body, reply, text)})
+            yield event({"choices": [], "usage": self._usage(stub, body, reply, text, calls)})
         yield b"data: [DONE]\n\n"
 
     # --- wire helpers ------------------------------------------------------------------------

@@ -40,3 +40,15 @@ class ModelConfigSerializer(serializers.ModelSerializer):
     def get_prices(self, obj: ModelConfig) -> dict[str, str]:
         prices = (self.context.get("prices") or {}).get(obj.id) or {}
         return {str(bucket): str(price) for bucket, price in prices.items() if price is not None}
+
+
+class ToolSerializer(serializers.Serializer):
+    """A tool an agent may be given."""
+
+    name = serializers.CharField()
+    description = serializers.CharField()
+    kind = serializers.ChoiceField(
+        choices=["builtin", "installed", "http"],
+        help_text="Shipped with Pantheon, installed by the operator, or an HTTP tool of staff.",
+    )
+    parameters = serializers.DictField(help_text="The JSON schema of its arguments.")

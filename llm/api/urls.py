@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from llm.api.views import ModelListView, PricesFor
+from llm.api.views import ModelListView, PricesFor, ToolListView
 
 
 def api_urls(*, prices_for: PricesFor) -> list[URLPattern]:
     """The llm routes, `models` showing prices read by `prices_for`."""
     return [
         path("models", ModelListView.as_view(prices_for=prices_for), name="models-list"),
+        path("tools", ToolListView.as_view(), name="tools-list"),
     ]

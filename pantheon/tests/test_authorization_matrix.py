@@ -32,6 +32,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, int, int]] = [
     ("POST", "auth/api-keys", {"name": "ci"}, 201, 201),
     ("DELETE", "auth/api-keys/{id}", None, 204, 404),
     ("GET", "models", None, 200, 200),
+    ("GET", "tools", None, 200, 200),
     ("GET", "rooms", None, 200, 200),
     ("POST", "rooms", {"name": "New room"}, 201, 201),
     ("GET", "rooms/{room_id}", None, 200, 404),

@@ -51,8 +51,8 @@ PRODUCT_RULES: dict[tuple[str, str], str] = {
     # admin: no static enum can describe it.
     ("POST", "/api/v1/rooms"): "manager_model in the catalog",
     ("PATCH", "/api/v1/rooms/{room_id}"): "manager_model in the catalog",
-    ("POST", "/api/v1/rooms/{room_id}/agents"): "model in the catalog",
-    ("PATCH", "/api/v1/rooms/{room_id}/agents/{agent_id}"): "model in the catalog",
+    ("POST", "/api/v1/rooms/{room_id}/agents"): "model in the catalog, tools of GET tools",
+    ("PATCH", "/api/v1/rooms/{room_id}/agents/{agent_id}"): "model in the catalog, tools",
     # Who answers depends on the text's @mentions and the room's agents (422 unknown_agent /
     # no_agent_selected), the budget on the session's history (422), the credits (402).
     ("POST", "/api/v1/sessions/{session_id}/turns"): "speakers, budget and credits",

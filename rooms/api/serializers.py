@@ -14,6 +14,7 @@ from pantheon.api.serializers import (
     StrictDecimalNumberField,
     StrictInputSerializer,
     StrictIntegerField,
+    StrictListField,
 )
 from rooms.models import Agent, Room, TurnMode
 from rooms.services import AGENT_POSITION_MAX
@@ -85,6 +86,9 @@ class AgentSerializer(serializers.ModelSerializer):
     room_id = serializers.UUIDField(read_only=True)
     model = ModelIdField(source="model_id", read_only=True)
     temperature = serializers.FloatField(read_only=True)
+    tools = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text="The tools it may call."
+    )
 
     class Meta:
         model = Agent
@@ -97,6 +101,7 @@ class AgentSerializer(serializers.ModelSerializer):
             "model",
             "temperature",
             "max_output_tokens",
+            "tools",
             "position",
             "is_active",
             "created_at",
@@ -123,6 +128,12 @@ class AgentCreateSerializer(StrictInputSerializer):
         help_text="Order in the room (ties keep creation order); without it the agent goes last.",
     )
     is_active = StrictBooleanField(required=False)
+    tools = StrictListField(
+        child=StrictCharField(max_length=128),
+        required=False,
+        max_length=20,
+        help_text="Names of tools from `GET /api/v1/tools` the agent may call while it replies.",
+    )
 
 
 class AgentUpdateSerializer(AgentCreateSerializer):

@@ -1,9 +1,10 @@
-"""Staff admin for sessions, turns, messages, summaries and context audits.
+"""Staff admin for sessions, turns, messages, summaries, context audits and tool calls.
 
 Navigation follows the data: a room lists its sessions (and agents), a session its turns (newest
-first) and summaries, a turn its messages in order, its routing decision, its context audits, its
-call events and its credits; every row links to its neighbours and to its owner. Turns, messages,
-summaries and audits are records the pipeline writes: read-only here.
+first) and summaries, a turn its messages in order, its routing decision, its tool calls, its
+context audits, its call events and its credits; every row links to its neighbours and to its
+owner. Turns, messages, summaries, audits and tool calls are records the pipeline writes:
+read-only here.
 
 Speed: every changelist loads related rows with the page (`list_select_related`, annotations) and
 every change page reads each related list in one query, so the number of queries does not grow
@@ -17,6 +18,14 @@ One module per admin page; importing them here registers them (admin autodiscove
 `sessions.admin`).
 """
 
-from sessions.admin import audits, messages, room_sessions, sessions, summaries, turns
+from sessions.admin import (
+    audits,
+    messages,
+    room_sessions,
+    sessions,
+    summaries,
+    tool_calls,
+    turns,
+)
 
-__all__ = ["audits", "messages", "room_sessions", "sessions", "summaries", "turns"]
+__all__ = ["audits", "messages", "room_sessions", "sessions", "summaries", "tool_calls", "turns"]

@@ -1,5 +1,5 @@
-"""The turns admin: each turn with its messages in order, its routing decision, its context
-audits, its call events and the credits they burned."""
+"""The turns admin: each turn with its messages in order, its routing decision, its tool calls,
+its context audits, its call events and the credits they burned."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
@@ -16,16 +17,21 @@ from pantheon.admin import (
     ReadOnlyInline,
     admin_link,
     change_link,
+    changelist_link,
     related_table,
     status_with_error,
 )
 from pantheon.credits import format_credits
 from sessions import selectors
 from sessions.admin.naming import SessionScopedMixin, with_numbered_session
-from sessions.models import Message, Turn, TurnContextAudit
+from sessions.models import Message, ToolCall, Turn, TurnContextAudit
 from usage.models import LlmCallEvent
 
 INPUT_EXCERPT_LENGTH = 60
+# A tool call's arguments and result on the turn page: the start of each (all on its own page).
+TOOL_EXCERPT_LENGTH = 40
+# The tool calls a turn's page lists; the changelist of the turn's tool calls has them all.
+TOOL_CALLS_SHOWN = 100
 
 
 class MessageInline(ReadOnlyInline):
@@ -121,9 +127,24 @@ class TurnAdmin(SessionScopedMixin, ReadOnlyAdmin):
                 "are listed below as superseded.",
             },
         ),
+        (
+            "Tool calls",
+            {
+                "fields": ("tool_calls_table",),
+                "description": "The tools the agents called while replying, in order; each "
+                "call's arguments and result are on its page.",
+            },
+        ),
         ("Calls and credits", {"fields": ("credits", "call_events")}),
     )
-    readonly_fields = ("session_link", "room_link", "owner_link", "credits", "call_events")
+    readonly_fields = (
+        "session_link",
+        "room_link",
+        "owner_link",
+        "tool_calls_table",
+        "credits",
+        "call_events",
+    )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Turn]:
         return (
@@ -197,3 +218,35 @@ class TurnAdmin(SessionScopedMixin, ReadOnlyAdmin):
             rows,
             "No calls.",
         )
+
+    @admin.display(description="tool calls")
+    def tool_calls_table(self, turn: Turn) -> SafeString:
+        """The turn's tool calls in the order they were made, one query; past TOOL_CALLS_SHOWN
+        the changelist of the turn's tool calls has the rest."""
+        calls = list(
+            ToolCall.objects.filter(turn_id=turn.pk)
+            .select_related("agent")
+            .order_by("created_at", "id")[: TOOL_CALLS_SHOWN + 1]
+        )
+        rows = [
+            (
+                change_link("chat_sessions_toolcall", c.pk, c.name),
+                admin_link(c.agent),
+                c.round,
+                status_with_error(c.get_status_display(), c.error),
+                f"{c.latency_ms} ms",
+                Truncator(c.arguments).chars(TOOL_EXCERPT_LENGTH),
+                Truncator(c.result).chars(TOOL_EXCERPT_LENGTH),
+            )
+            for c in calls[:TOOL_CALLS_SHOWN]
+        ]
+        table = related_table(
+            ("tool", "agent", "round", "status", "latency", "arguments", "result"),
+            rows,
+            "No tool calls.",
+        )
+        label = "all tool calls of this turn"
+        if len(calls) > TOOL_CALLS_SHOWN:
+            label = f"the first {TOOL_CALLS_SHOWN} are shown: {label}"
+        more = changelist_link("chat_sessions_toolcall", label, turn=turn.pk)
+        return format_html("{}<p>{}</p>", table, more)

@@ -104,15 +104,61 @@ class MessageErrorSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
+class ToolCallSerializer(serializers.Serializer):
+    """One tool call the model made during this reply, as Pantheon ran it."""
+
+    id = serializers.CharField(source="call_id", help_text="The model's id of the call.")
+    name = serializers.CharField()
+    arguments = serializers.CharField(help_text="The arguments, as the JSON text the model sent.")
+    status = serializers.ChoiceField(choices=["ok", "error", "timeout"])
+    result = serializers.SerializerMethodField(
+        help_text="What the tool returned (truncated to TOOL_RESULT_MAX_CHARS), or why it failed."
+    )
+    latency_ms = serializers.IntegerField()
+
+    def get_result(self, call: Any) -> str:
+        return tool_call_result(call)
+
+
+def tool_call_result(call: Any) -> str:
+    return call.result if call.status == "ok" else call.error
+
+
+def _tool_call_body(call: Any) -> dict[str, Any]:
+    return {
+        "id": call.call_id,
+        "name": call.name,
+        "arguments": call.arguments,
+        "status": call.status,
+        "result": tool_call_result(call),
+        "latency_ms": call.latency_ms,
+    }
+
+
 class MessageSerializer(serializers.ModelSerializer):
     agent = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
     turn_index = serializers.SerializerMethodField()
+    tool_calls = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
-        fields = ("id", "role", "agent", "content", "status", "error", "turn_index", "created_at")
+        fields = (
+            "id",
+            "role",
+            "agent",
+            "content",
+            "status",
+            "error",
+            "tool_calls",
+            "turn_index",
+            "created_at",
+        )
         read_only_fields = fields
+
+    @extend_schema_field(ToolCallSerializer(many=True))
+    def get_tool_calls(self, obj: Message) -> list[dict[str, Any]]:
+        return [_tool_call_body(call) for call in obj.tool_calls.all()]
 
     @extend_schema_field(AgentRefSerializer(allow_null=True))
     def get_agent(self, obj: Message) -> dict[str, Any] | None:
@@ -133,7 +179,7 @@ class MessageSerializer(serializers.ModelSerializer):
 
 class TurnMessageSerializer(MessageSerializer):
     class Meta(MessageSerializer.Meta):
-        fields = ("id", "role", "agent", "content", "status", "error", "created_at")
+        fields = ("id", "role", "agent", "content", "status", "error", "tool_calls", "created_at")
         read_only_fields = fields
 
 
@@ -275,6 +321,7 @@ def _message_body(message: Message) -> dict[str, Any]:
             if message.error_code
             else None
         ),
+        "tool_calls": [_tool_call_body(call) for call in message.tool_calls.all()],
         "created_at": _when(message.created_at),
     }
 

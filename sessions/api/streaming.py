@@ -34,6 +34,8 @@ from django.http import StreamingHttpResponse
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
+from llm.gateway import ToolCall
+from llm.tools.registry import ToolResult
 from pantheon.api.exceptions import error_body
 from pantheon.api.presence import ClientPresence
 from pantheon.api.schema import PantheonAutoSchema
@@ -264,6 +266,24 @@ class TurnStreamObserver(CallControl):
                     else None
                 ),
                 "usage": _call_usage(event),
+            },
+        )
+
+    def tool_started(self, agent: Agent, call: ToolCall) -> None:
+        self._emit(
+            "tool.started",
+            {"agent": agent.handle, "id": call.id, "name": call.name, "arguments": call.arguments},
+        )
+
+    def tool_completed(self, agent: Agent, call: ToolCall, result: ToolResult) -> None:
+        self._emit(
+            "tool.completed",
+            {
+                "agent": agent.handle,
+                "id": call.id,
+                "name": call.name,
+                "status": result.status,
+                "result": result.content if result.status == "ok" else result.error,
             },
         )
 

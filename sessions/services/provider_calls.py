@@ -15,7 +15,7 @@ from uuid import UUID
 from django.utils import timezone
 
 from llm import tokenizer
-from llm.gateway import GatewayError, GatewayRequest, TokenUsage
+from llm.gateway import GatewayError, GatewayRequest, TokenUsage, ToolCall
 from llm.models import ModelConfig
 from llm.providers import gateway_for_model
 from pantheon.api.logging import current_request_id
@@ -51,6 +51,8 @@ class CallOutcome:
     # False when the provider could not be used at all (disabled, its key unreadable): no
     # request was sent, so there is nothing to record or bill.
     reached: bool = True
+    # The tools the model asked to call (its answer is then these calls, not a reply yet).
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 def provider_call(
@@ -134,6 +136,7 @@ def _consume(
         generation_id=response.generation_id,
         latency_ms=response.latency_ms,
         ttft_ms=response.time_to_first_token_ms,
+        tool_calls=response.tool_calls,
     )
 
 

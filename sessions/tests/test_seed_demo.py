@@ -18,7 +18,7 @@ from accounts.services import api_key_revoke
 from llm.models import ModelConfig, Provider
 from rooms.models import Agent, Room
 from rooms.services import agent_delete
-from sessions.models import Message, Session, SessionSummary, Turn, TurnContextAudit
+from sessions.models import Message, Session, SessionSummary, ToolCall, Turn, TurnContextAudit
 from sessions.services.summaries.schema import LIST_FIELDS, validate_summary
 from usage.models import LlmCallEvent
 from usage.selectors import credits_for_user
@@ -236,7 +236,15 @@ def test_history_has_every_mode_a_rejection_a_failed_agent_and_a_summary() -> No
     modes = {turn.mode for turn in turns}
     assert modes == {"manual", "round_table", "orchestrator"}
     manual = turns.filter(mode="manual", status="completed")
-    assert manual.count() == 2 and all("@" in t.user_input for t in manual)
+    assert manual.count() == 3 and all("@" in t.user_input for t in manual)
+    # Ada's arithmetic question went through her calculator (the offline model calls it).
+    calculated = ToolCall.objects.get(turn__in=manual)
+    assert (calculated.name, calculated.status, calculated.result) == (
+        "calculator",
+        "ok",
+        "7006652",
+    )
+    assert "7006652" in calculated.message.content
     assert {m.agent.handle for m in Message.objects.filter(turn__in=manual, role="assistant")} == {
         "ada",
         "bo",

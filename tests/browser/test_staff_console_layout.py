@@ -32,8 +32,35 @@ CHANGELISTS = sorted(admin.site._registry, key=lambda model: model._meta.label)
 
 def _rows_everywhere() -> None:
     """Rows for the changelists `seed_demo` leaves empty: a group, somebody else's failed
-    logins."""
+    logins; and a tool call in an agent's reply of the partial turn, whose page is visited (its
+    "Tool calls" table then has a row, whether or not `seed_demo`'s agents called tools)."""
+    from llm.models import HttpTool
+    from sessions.models import Message, ToolCall
+
     Group.objects.create(name="Support")
+    # An HTTP tool staff defined (disabled: its host is not on this machine's allowlist).
+    HttpTool.objects.create(
+        name="weather_lookup",
+        description="The current weather of a city, from the forecast service.",
+        parameters={"type": "object", "properties": {"city": {"type": "string"}}},
+        url="https://forecast.internal.example.com/v1/current",
+        enabled=False,
+    )
+    reply = Message.objects.filter(turn__status="partial", agent__isnull=False).first()
+    assert reply is not None and reply.turn_id is not None
+    ToolCall.objects.create(
+        turn_id=reply.turn_id,
+        message=reply,
+        agent_id=reply.agent_id,
+        round=1,
+        call_id="call_layout_1",
+        name="calculator",
+        arguments='{"expression": "(1200 + 340) * 12 / 7 - 12345678901234567890"}',
+        status="error",
+        error="ValueError: the expression is too long to evaluate within the limits",
+        result="",
+        latency_ms=4,
+    )
     login = {
         "username": "intruder@example.com",
         "ip_address": "203.0.113.7",

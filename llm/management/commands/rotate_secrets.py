@@ -1,5 +1,6 @@
-"""`manage.py rotate_secrets [--dry-run]`: re-encrypt stored provider secrets under the newest
-PANTHEON_ENCRYPTION_KEYS key. Run it after putting a new key first, before removing the old one."""
+"""`manage.py rotate_secrets [--dry-run]`: re-encrypt stored secrets (provider keys, HTTP tools'
+secret headers) under the newest PANTHEON_ENCRYPTION_KEYS key. Run it after putting a new key
+first, before removing the old one."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class Command(BaseCommand):
         dry_run = options["dry_run"]
         result = provider_secrets_rotate(dry_run=dry_run)
         verb = "would rotate" if dry_run else "rotated"
-        self.stdout.write(f"{verb} {result.changed} of {result.total} provider secrets")
+        self.stdout.write(f"{verb} {result.changed} of {result.total} stored secrets")
         if result.unreadable:
             raise CommandError(
                 "no configured key decrypts the secret of: "

@@ -47,7 +47,7 @@ def test_rotate_then_drop_the_old_key(settings) -> None:
     c = provider_create(name="c", base_url="https://c.example/v1", api_key="key-c")
     before = {p.pk: stored_token(p) for p in (a, b, c)}
 
-    assert rotate() == "rotated 2 of 3 provider secrets"
+    assert rotate() == "rotated 2 of 3 stored secrets"
     assert stored_token(a) != before[a.pk] and stored_token(b) != before[b.pk]
     assert stored_token(c) == before[c.pk]  # already under the newest key: untouched
 
@@ -57,7 +57,7 @@ def test_rotate_then_drop_the_old_key(settings) -> None:
         "key-b",
         "key-c",
     ]
-    assert rotate() == "rotated 0 of 3 provider secrets"  # idempotent
+    assert rotate() == "rotated 0 of 3 stored secrets"  # idempotent
 
 
 def test_dry_run_reports_and_writes_nothing(settings) -> None:
@@ -67,7 +67,7 @@ def test_dry_run_reports_and_writes_nothing(settings) -> None:
     token = stored_token(a)
     settings.PANTHEON_ENCRYPTION_KEYS = [new, old]
 
-    assert rotate("--dry-run") == "would rotate 1 of 1 provider secrets"
+    assert rotate("--dry-run") == "would rotate 1 of 1 stored secrets"
     assert stored_token(a) == token
     assert provider_secrets_rotate().changed == 1
 
@@ -86,3 +86,28 @@ def test_a_secret_no_key_can_read_fails_loudly_and_others_still_rotate(settings)
     settings.PANTHEON_ENCRYPTION_KEYS = [new]
     assert Provider.objects.get(pk=ok.pk).api_key == "key-k"
     assert stored_token(orphan) == orphan_token
+
+
+def test_http_tool_secrets_rotate_too(settings) -> None:
+    from llm.models import HttpTool
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.PANTHEON_ENCRYPTION_KEYS = [old]
+    settings.TOOL_HTTP_ALLOWED_HOSTS = ["tools.example.com"]
+    tool = HttpTool(
+        name="lookup",
+        description="Look it up.",
+        parameters={"type": "object", "properties": {}},
+        url="https://tools.example.com/lookup",
+        secret_header_name="X-Key",
+    )
+    tool.secret_header_value = "tool-secret"
+    tool.save()
+    before = tool.secret_header_value_encrypted
+    settings.PANTHEON_ENCRYPTION_KEYS = [new, old]
+
+    assert provider_secrets_rotate().changed == 1
+    tool.refresh_from_db()
+    assert tool.secret_header_value_encrypted != before
+    settings.PANTHEON_ENCRYPTION_KEYS = [new]  # the old key can go now
+    assert tool.secret_header_value == "tool-secret"

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from accounts.authentication import api_key_id_of
 from pantheon.api.exceptions import error_body
 from pantheon.api.schema import ErrorSerializer
+from pantheon.api.serializers import StrictInputSerializer
 from pantheon.api.throttling import TurnCreateThrottle, UserThrottle
 from pantheon.errors import ApplicationError
 from sessions import selectors
@@ -69,11 +70,14 @@ class TurnCancelView(APIView):
         request=None,
         responses={
             202: OpenApiResponse(TurnCancelSerializer, description="The turn is stopping."),
+            400: ErrorSerializer,
             404: ErrorSerializer,
             409: ErrorSerializer,
         },
     )
     def post(self, request: Request, session_id: UUID, turn_index: int) -> Response:
+        # No body, or an empty object: anything else is a 400 like every strict input.
+        StrictInputSerializer(data=request.data or {}).is_valid(raise_exception=True)
         turn = _turn_of(request, session_id, turn_index)
         if not turn_cancel_request(turn=turn, by=_caller(request)):
             turn.refresh_from_db(fields=["status"])

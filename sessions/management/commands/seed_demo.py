@@ -74,6 +74,7 @@ class _AgentSpec:
     name: str
     handle: str
     system_prompt: str
+    tools: tuple[str, ...] = ()
 
 
 AGENTS = (
@@ -84,6 +85,9 @@ AGENTS = (
             "You are Ada, the analyst. Break the question down, state your assumptions and "
             "back every claim with reasoning or numbers. Be concise."
         ),
+        # Her numbers come from a tool: the offline model calls the calculator for an
+        # arithmetic question and the clock when asked the time.
+        tools=("calculator", "current_time"),
     ),
     _AgentSpec(
         name="Bo",
@@ -149,6 +153,7 @@ HISTORY = (
         mode=TurnMode.MANUAL,
         inputs=(
             "@ada what does last month's usage tell us?",
+            "@ada what is 1234 * 5678?",
             "@bo @cy turn that into a plan, then tear it apart.",
         ),
     ),
@@ -228,6 +233,7 @@ def _seed(stored: Credentials) -> DemoSeed:
                 handle=spec.handle,
                 model=AGENT_MODEL,
                 system_prompt=spec.system_prompt,
+                tools=list(spec.tools),
             )
 
     session = Session.objects.alive().filter(room=room).order_by("created_at").first()

@@ -30,6 +30,7 @@ from sessions import selectors
 from sessions import sql as sessions_sql
 from sessions.models import Message, MessageRole, Session, Turn, TurnIdempotencyKey, TurnStatus
 from sessions.services.summaries import summary_request, summary_row
+from sessions.services.turns import tools
 from sessions.services.turns.calls import audit_write
 from sessions.services.turns.closing import turn_fail_stale
 from sessions.services.turns.idempotency import idempotency_check, idempotency_key_in_use
@@ -135,7 +136,9 @@ def turn_preflight(
             raise ModelConfig.DoesNotExist(settings.ORCHESTRATOR_DEFAULT_MODEL)
         first = prepare_routing_call(room=session.room, model=model, agents=agents, context=context)
     else:
-        first = prepare_call(agent=speakers[0], context=context, earlier=[])
+        agent = speakers[0]
+        offered = tools.offered(agent, tools.tool_context(session, session.room.owner_id))
+        first = prepare_call(agent=agent, context=context, earlier=[], tools=offered)
     return Preflight(agents=agents, speakers=speakers, context=context, first=first)
 
 
@@ -318,7 +321,7 @@ def _open_with_orm(
     now = timezone.now()
     try:
         with transaction.atomic():
-            locked = _lock_session_refusing_a_running_turn(session, now)
+            locked = lock_session_refusing_a_running_turn(session, now)
             if (
                 idempotency_key
                 and TurnIdempotencyKey.objects.filter(user=user, key=idempotency_key).exists()
@@ -355,7 +358,7 @@ def _open_with_orm(
     return opened, reservation
 
 
-def _lock_session_refusing_a_running_turn(session: Session, now: datetime) -> Session:
+def lock_session_refusing_a_running_turn(session: Session, now: datetime) -> Session:
     """Lock the session row; 409 when a turn is running in it (a stale one is failed first).
 
     Whether a turn is running is read with the lock: one round trip. The subquery sees the

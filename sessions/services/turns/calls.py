@@ -191,7 +191,9 @@ def assistant_message_write(turn: Turn, agent: Agent, position: int, **fields: A
 
 def supersede(message_id: UUID) -> None:
     """Mark the reply a retry replaces (in the caller's transaction)."""
-    Message.objects.filter(pk=message_id).update(status=MessageStatus.SUPERSEDED)
+    Message.objects.filter(pk=message_id).exclude(status=MessageStatus.SUPERSEDED).update(
+        status=MessageStatus.SUPERSEDED
+    )
 
 
 def reply_status(outcome: CallOutcome) -> str:
@@ -328,9 +330,9 @@ def call_write(
             return None
         if reply_at is None:
             return None, written
-        return Message.objects.select_related("agent").get(
-            turn=open_turn.turn, sequence=reply_at
-        ), written
+        # A retry's reply shares its place with the reply it replaced: the current one.
+        current = Message.objects.select_related("agent").exclude(status=MessageStatus.SUPERSEDED)
+        return current.get(turn=open_turn.turn, sequence=reply_at), written
 
     try:
         return retry_on_lost_connection(write, committed)

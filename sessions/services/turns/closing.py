@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -19,6 +20,7 @@ from sessions import selectors
 from sessions.models import (
     IdempotencyStatus,
     Message,
+    MessageRole,
     MessageStatus,
     Turn,
     TurnIdempotencyKey,
@@ -155,17 +157,31 @@ def release_leftover_reservations(turn_id: object) -> None:
 # --- recovery -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RetryRecovery:
+    """What the recovery of a retry needs: the turn's speakers in order (its status and output
+    are recomputed over their current replies), and the reply the speaker at work was
+    replacing (None when it had none)."""
+
+    speakers: tuple[Agent, ...]
+    replaced: Message | None
+
+
 def turn_recover(
     progress: Progress,
     exc: Exception,
     *,
     speaking: tuple[Agent, int] | None,
     observer: TurnObserver,
+    retry: RetryRecovery | None = None,
 ) -> TurnOutcome:
     """Close a turn that an unexpected error broke off: a provider call that returned is still
     recorded and billed, the speaker at work gets an `internal_error` message, the turn ends
     `failed` (unless its close had already committed), every reservation it still holds is
     released and its Idempotency-Key finishes — so the session accepts the next turn at once.
+    A `retry` that broke off leaves the turn's other replies as they were: the speaker at work
+    gets its error message (replacing its reply), and the status and output are recomputed over
+    every speaker's current reply (`failed` only when none is ok).
     When the database itself is gone none of this can be written: the database error goes up
     (503) and the stale sweep closes the turn once the database is back."""
     turn_id = progress.open.turn.id
@@ -177,7 +193,7 @@ def turn_recover(
         logger.error("turn %s broke off on an unexpected error", turn_id, exc_info=exc)
     if isinstance(exc, calls.CallNotRecorded):
         _bill_unrecorded(progress, exc)
-    turn, pinned = _close_failed(progress, speaking)
+    turn, pinned = _close_failed(progress, speaking, retry)
     if pinned is not None:
         try:
             observer.agent_finished(pinned.agent, pinned, None)
@@ -210,7 +226,7 @@ def _bill_unrecorded(progress: Progress, unrecorded: calls.CallNotRecorded) -> N
 
 
 def _close_failed(
-    progress: Progress, speaking: tuple[Agent, int] | None
+    progress: Progress, speaking: tuple[Agent, int] | None, retry: RetryRecovery | None
 ) -> tuple[Turn, Message | None]:
     """The recovery's one transaction. Returns the turn as it now stands, and the error message
     written for the speaker at work (None when there was none to write)."""
@@ -218,7 +234,23 @@ def _close_failed(
     pinned: Message | None = None
     with transaction.atomic():
         turn = Turn.objects.select_for_update(no_key=True).get(pk=progress.open.turn.pk)
-        if turn.status == TurnStatus.RUNNING:
+        if turn.status == TurnStatus.RUNNING and retry is not None:
+            pinned = _pin_retry_failure(turn, speaking, retry.replaced)
+            replies = _current_replies(turn, retry.speakers)
+            turn.status = _status_of(replies)
+            turn.error_code = INTERNAL_ERROR if turn.status == TurnStatus.FAILED else ""
+            turn.assistant_output = _output(replies)
+            turn.completed_at = turn.progress_at = now
+            turn.save(
+                update_fields=[
+                    "status",
+                    "error_code",
+                    "assistant_output",
+                    "completed_at",
+                    "progress_at",
+                ]
+            )
+        elif turn.status == TurnStatus.RUNNING:
             pinned = _pin_failure(turn, speaking)
             turn.status, turn.error_code = TurnStatus.FAILED, INTERNAL_ERROR
             turn.assistant_output = _output([r.message for r in progress.results])
@@ -244,6 +276,40 @@ def _pin_failure(turn: Turn, speaking: tuple[Agent, int] | None) -> Message | No
     agent, position = speaking
     if Message.objects.filter(turn=turn, sequence=position).exists():
         return None
+    return calls.assistant_message_write(
+        turn,
+        agent,
+        position,
+        status=MessageStatus.ERROR,
+        error_code=INTERNAL_ERROR,
+        error_message="An internal error stopped this reply.",
+    )
+
+
+def _current_replies(turn: Turn, speakers: tuple[Agent, ...]) -> list[Message | None]:
+    """Each speaker's reply as it stands (not superseded), in the speakers' order."""
+    current = selectors.current_replies(turn=turn)
+    return [current.get(agent.id) for agent in speakers]
+
+
+def _pin_retry_failure(
+    turn: Turn, speaking: tuple[Agent, int] | None, replaced: Message | None
+) -> Message | None:
+    """The error message of a retry's speaker at work, replacing its reply — unless its new
+    reply was written already."""
+    if speaking is None:
+        return None
+    agent, position = speaking
+    now_current = (
+        Message.objects.filter(turn=turn, agent=agent, role=MessageRole.ASSISTANT)
+        .exclude(status=MessageStatus.SUPERSEDED)
+        .order_by("-created_at")
+        .first()
+    )
+    if now_current is not None and (replaced is None or now_current.pk != replaced.pk):
+        return None
+    if replaced is not None:
+        calls.supersede(replaced.id)
     return calls.assistant_message_write(
         turn,
         agent,

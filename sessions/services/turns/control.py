@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 # How often the watch looks: the cancel stops a call within about a second.
 POLL_SECONDS_REDIS = 0.25
 POLL_SECONDS_DATABASE = 0.5
+# With Redis, the rows are read too every this many ticks (2 s): a cancel asked while Redis did
+# not answer is recorded on the row only.
+ROWS_TOO_EVERY_TICKS = 8
 
 
 def _key(turn_id: UUID) -> str:
@@ -98,6 +101,7 @@ class CancelWatch:
             self._turns.pop(turn_id, None)
 
     def _run(self) -> None:
+        tick = 0
         while True:
             with self._lock:
                 watched = dict(self._turns)
@@ -105,8 +109,12 @@ class CancelWatch:
                 self._wake.wait(timeout=5.0)
                 self._wake.clear()
                 continue
+            tick += 1
             try:
-                for turn_id in _cancelled(list(watched)):
+                # In Redis mode the rows are read too now and then: a cancel asked while Redis
+                # did not answer is only on the row, and Redis may be back since.
+                rows_too = tick % ROWS_TOO_EVERY_TICKS == 0
+                for turn_id in _cancelled(list(watched), rows_too=rows_too):
                     self.remove(turn_id)
                     watched[turn_id]()
             except Exception:  # keep watching: a failed poll is retried on the next tick
@@ -116,11 +124,15 @@ class CancelWatch:
             time.sleep(POLL_SECONDS_REDIS if _redis_shared() else POLL_SECONDS_DATABASE)
 
 
-def _cancelled(turn_ids: list[UUID]) -> list[UUID]:
-    """The turns asked to stop: through Redis when it is the cache (and answers), else their
-    rows."""
+def _cancelled(turn_ids: list[UUID], *, rows_too: bool = False) -> list[UUID]:
+    """The turns asked to stop: through Redis when it is the cache (and answers), else — and
+    with `rows_too` — their rows."""
     asked = _asked_in_redis(turn_ids) if _redis_shared() else None
-    return asked if asked is not None else _asked_in_rows(turn_ids)
+    if asked is None:
+        return _asked_in_rows(turn_ids)
+    if rows_too:
+        return list(dict.fromkeys([*asked, *_asked_in_rows(turn_ids)]))
+    return asked
 
 
 def _asked_in_redis(turn_ids: list[UUID]) -> list[UUID] | None:

@@ -12,6 +12,8 @@ from typing import Protocol
 
 from django.db import connection
 
+from llm.gateway import ToolCall
+from llm.tools.registry import ToolResult
 from rooms.models import Agent
 from sessions.models import Message, Turn
 from usage.models import LlmCallEvent
@@ -29,6 +31,9 @@ class TurnObserver(Protocol):
     def agent_finished(
         self, agent: Agent, message: Message, event: LlmCallEvent | None
     ) -> None: ...
+    # Around each tool call of an agent's reply (outside any transaction).
+    def tool_started(self, agent: Agent, call: ToolCall) -> None: ...
+    def tool_completed(self, agent: Agent, call: ToolCall, result: ToolResult) -> None: ...
     def cancelled(self) -> bool: ...
     def cancel(self) -> None: ...
 
@@ -81,6 +86,12 @@ class NullObserver(CallControl):
         pass
 
     def agent_finished(self, agent: Agent, message: Message, event: LlmCallEvent | None) -> None:
+        pass
+
+    def tool_started(self, agent: Agent, call: ToolCall) -> None:
+        pass
+
+    def tool_completed(self, agent: Agent, call: ToolCall, result: ToolResult) -> None:
         pass
 
 

@@ -8,7 +8,9 @@ summary does not cover, this turn's earlier replies (attributed), the user input
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 
@@ -80,6 +82,7 @@ def _budgeted(
     parts: budget.PromptParts,
     agent_max_output: int | None,
     context: PromptContext,
+    tools: tuple[dict[str, Any], ...] = (),
 ) -> PreparedCall:
     policy = budget_policy()
     summaries = context.summaries
@@ -96,7 +99,7 @@ def _budgeted(
         summary_can_be_requested=summaries.pending is None and cover_to > summaries.boundary,
         policy=policy,
         message_tokens=tokenizer.message_tokens,
-        base_tokens=tokenizer.TOKENS_PER_REPLY,
+        base_tokens=tokenizer.TOKENS_PER_REPLY + tokenizer.count_tools_tokens(tools),
     )
     return PreparedCall(
         agent=agent,
@@ -105,18 +108,30 @@ def _budgeted(
         cascade=cascade,
         summary=summaries.ready if cascade.summary_used else None,
         summary_cover_to=cover_to if cascade.summary_requested else None,
+        tools=tools,
     )
 
 
-def prepare_call(*, agent: Agent, context: PromptContext, earlier: list[Reply]) -> PreparedCall:
+def prepare_call(
+    *,
+    agent: Agent,
+    context: PromptContext,
+    earlier: list[Reply],
+    tools: Sequence[dict[str, Any]] = (),
+    exchange: Sequence[ChatMessage] = (),
+) -> PreparedCall:
     """One agent's prompt, budgeted: system prompt, ready summary, uncovered history, this
-    turn's earlier replies (attributed), the user input."""
+    turn's earlier replies (attributed), the user input — then, in a tool round, the reply's
+    tool calls and their results so far (`exchange`). The `tools` offered count toward the
+    budget like the messages; the cascade makes room for both by summarizing and pruning the
+    history."""
     system = (
         [ChatMessage(role="system", content=agent.system_prompt)] if agent.system_prompt else []
     )
     current = [
         *(ChatMessage(role="user", content=f"[{r.agent.name}]: {r.content}") for r in earlier),
         ChatMessage(role="user", content=context.user_input),
+        *exchange,
     ]
     parts = budget.PromptParts(
         system=system,
@@ -131,6 +146,7 @@ def prepare_call(*, agent: Agent, context: PromptContext, earlier: list[Reply]) 
         parts=parts,
         agent_max_output=agent.max_output_tokens,
         context=context,
+        tools=tuple(tools),
     )
 
 

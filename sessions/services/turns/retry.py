@@ -37,9 +37,13 @@ from sessions.models import (
     TurnIdempotencyKey,
     TurnStatus,
 )
-from sessions.services.turns.admission import turn_in_progress
+from sessions.services.turns import tools
+from sessions.services.turns.admission import (
+    lock_session_refusing_a_running_turn,
+    turn_in_progress,
+)
 from sessions.services.turns.calls import audit_write
-from sessions.services.turns.closing import retry_close, turn_recover
+from sessions.services.turns.closing import RetryRecovery, retry_close, turn_recover
 from sessions.services.turns.control import cancel_watch, turn_cancel_clear
 from sessions.services.turns.execution import speak
 from sessions.services.turns.idempotency import idempotency_check, idempotency_key_in_use
@@ -97,9 +101,20 @@ def _turn_not_latest(turn: Turn, latest: int) -> ApplicationError:
     )
 
 
+def turn_changed() -> ApplicationError:
+    return ApplicationError(
+        "The turn changed while this retry was being prepared (another retry ended); look at "
+        "it again and retry what still needs it.",
+        code="turn_in_progress",
+        retry_after=1,
+    )
+
+
 def _speakers_of(turn: Turn) -> tuple[Agent, ...]:
-    """The turn's speakers in order, with their current settings (an agent deleted since is
-    left out). A turn from before speakers were recorded: its replies' agents."""
+    """The turn's speakers in order, with their current settings. An agent deleted since keeps
+    its place (its reply still counts in the turn's status and output, and in later speakers'
+    prompts) but is never regenerated. A turn from before speakers were recorded: its replies'
+    agents."""
     ids = [UUID(i) for i in turn.speaker_ids]
     if not ids:
         ids = list(
@@ -110,39 +125,36 @@ def _speakers_of(turn: Turn) -> tuple[Agent, ...]:
                 .values_list("agent_id", flat=True)
             )
         )
-    agents = {
-        a.id: a
-        for a in Agent.objects.filter(id__in=ids, deleted_at__isnull=True).select_related("model")
-    }
+    agents = {a.id: a for a in Agent.objects.filter(id__in=ids).select_related("model")}
     return tuple(agents[i] for i in ids if i in agents)
 
 
 def _plan(turn: Turn, agent_ids: list[UUID] | None) -> RetryPlan:
     speakers = _speakers_of(turn)
-    current = {
-        m.agent_id: m
-        for m in Message.objects.filter(turn=turn, role=MessageRole.ASSISTANT)
-        .exclude(status=MessageStatus.SUPERSEDED)
-        .select_related("agent")
-        .order_by("sequence", "created_at")
-        if m.agent_id is not None
-    }
+    current = selectors.current_replies(turn=turn)
+    alive = tuple(a for a in speakers if a.deleted_at is None)
     if agent_ids:
-        known = {a.id for a in speakers}
+        known = {a.id for a in alive}
         unknown = [str(i) for i in agent_ids if i not in known]
         if unknown:
-            raise unknown_agent(unknown, speakers)
+            raise unknown_agent(unknown, alive)
         targets = frozenset(agent_ids)
     else:
         redo = (MessageStatus.ERROR, MessageStatus.INTERRUPTED)
         targets = frozenset(
-            a.id for a in speakers if a.id not in current or current[a.id].status in redo
+            a.id for a in alive if a.id not in current or current[a.id].status in redo
         )
     if not targets:
+        message = (
+            "Nothing to retry: every reply of this turn is ok. Pass agent_ids to regenerate."
+            if alive and all(a.id in current for a in speakers)
+            else "Nothing to retry: no agent of this turn can answer again (deleted since, or "
+            "none was chosen). Pass agent_ids of agents that spoke in it."
+        )
         raise ApplicationError(
-            "Nothing to retry: every reply of this turn is ok. Pass agent_ids to regenerate.",
+            message,
             code="no_agent_selected",
-            details={"available": [a.handle for a in speakers]},
+            details={"available": [a.handle for a in alive]},
         )
     return RetryPlan(speakers=speakers, current=current, targets=targets)
 
@@ -198,7 +210,10 @@ def turn_retry_admit(
         (n, a) for n, a in enumerate(plan.speakers, start=1) if a.id in plan.targets
     )
     first = prepare_call(
-        agent=first_agent, context=context, earlier=_earlier(plan, plan.current, first_position)
+        agent=first_agent,
+        context=context,
+        earlier=_earlier(plan, plan.current, first_position),
+        tools=tools.offered(first_agent, tools.tool_context(session, user.pk)),
     )
     if first.cascade.rejected:
         audit_write(session=session, turn=turn, prepared=first)
@@ -208,6 +223,8 @@ def turn_retry_admit(
         estimated_input_tokens=first.cascade.estimated_final,
         output_reserve=first.cascade.output_reserve,
     )
+    # Read before the turn runs again: nothing may fail between that commit and the execution.
+    user_message = Message.objects.get(turn=turn, role=MessageRole.USER)
     try:
         reservation = _run_again(
             user,
@@ -226,7 +243,7 @@ def turn_retry_admit(
         session=session,
         turn=turn,
         user=user,
-        user_message=Message.objects.get(turn=turn, role=MessageRole.USER),
+        user_message=user_message,
         idempotency_key=idempotency_key,
         summary_requested=None,
         run=f":retry:{uuid.uuid4().hex[:12]}",
@@ -260,11 +277,17 @@ def _run_again(
     now = timezone.now()
     try:
         with transaction.atomic():
-            locked = Session.objects.select_for_update(no_key=True).get(pk=session.pk)
-            if Turn.objects.filter(session=session, status=TurnStatus.RUNNING).exists():
-                raise turn_in_progress()
+            # A stale running turn (its process died) is failed first, as for a new turn.
+            locked = lock_session_refusing_a_running_turn(session, now)
             if turn.turn_index != locked.turn_counter:  # a new turn came meanwhile
                 raise _turn_not_latest(turn, locked.turn_counter)
+            ended = Turn.objects.filter(pk=turn.pk).values_list("completed_at", flat=True).get()
+            # (A turn planned while running was stale and has just been failed: its replies,
+            # which the plan read, are as they were.)
+            if turn.status != TurnStatus.RUNNING and ended != turn.completed_at:
+                # It ended again since the retry was planned (another retry, or the sweep):
+                # the plan — who answers, which replies are replaced — is out of date.
+                raise turn_changed()
             reservation = credits_reserve(
                 user=user,
                 model_id=first.model.id,
@@ -343,4 +366,6 @@ def _execute(retry: AdmittedRetry, observer: TurnObserver) -> TurnOutcome:
         replies = [current.get(a.id) for a in plan.speakers]
         return retry_close(progress, replies=replies)
     except Exception as exc:
-        return turn_recover(progress, exc, speaking=speaking, observer=observer)
+        replaced = current.get(speaking[0].id) if speaking is not None else None
+        recovery = RetryRecovery(speakers=plan.speakers, replaced=replaced)
+        return turn_recover(progress, exc, speaking=speaking, observer=observer, retry=recovery)

@@ -9,6 +9,7 @@ never edits one it was given, so what a stage may change is what it returns.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 from uuid import UUID
 
 from accounts.models import User
@@ -47,6 +48,7 @@ class PreparedCall:
     cascade: budget.CascadeResult
     summary: SessionSummary | None  # the ready summary the prompt uses
     summary_cover_to: int | None  # a summary to request: cover turns 1..N
+    tools: tuple[dict[str, Any], ...] = ()  # the tools offered (OpenAI format), in the budget
 
 
 @dataclass(frozen=True)

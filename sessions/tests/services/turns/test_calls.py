@@ -9,7 +9,7 @@ import pytest
 from django.db import connections
 from rest_framework.test import APIClient
 
-from sessions.models import Turn
+from sessions.models import Turn, TurnContextAudit
 from sessions.tests.builders import Setup, ledger_ok, single_agent
 from testing import factories
 from testing.stub_llm import StubReply
@@ -20,17 +20,23 @@ from usage.services import credits_grant
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("write_path")]
 
 
-def _first_call_reservation(s: Setup) -> int:
-    """What one turn of this setup reserves (read off a probe turn's settled reservation)."""
+def _first_call_reservation(s: Setup) -> tuple[int, dict[str, int]]:
+    """What one turn of this setup reserves (read off a probe turn's settled reservation), and
+    the usage that burns exactly that worst case (the tokens it was reserved for)."""
     response = s.post("go")
     assert response.status_code == 201
-    return Reservation.objects.get(turn_id=response.json()["id"]).amount_micro
+    audit = TurnContextAudit.objects.get(turn_id=response.json()["id"])
+    worst = {
+        "prompt_tokens": audit.estimated_tokens_final,
+        "completion_tokens": audit.output_reserve,
+    }
+    return Reservation.objects.get(turn_id=response.json()["id"]).amount_micro, worst
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_twenty_turns_at_once_never_spend_credits_the_balance_did_not_hold(llm_stub) -> None:  # type: ignore[no-untyped-def]
     probe = single_agent()
-    per_turn = _first_call_reservation(probe)
+    per_turn, worst = _first_call_reservation(probe)
     llm_stub.reset()
 
     user, key = factories.make_api_key()
@@ -39,7 +45,9 @@ def test_twenty_turns_at_once_never_spend_credits_the_balance_did_not_hold(llm_s
     room = factories.make_room(owner=user)
     factories.make_agent(room, name="Ada", handle="ada", system_prompt="You are Ada.")
     sessions = [factories.make_session(room) for _ in range(20)]
-    llm_stub.enqueue(StubReply(text="slow enough to overlap", delay=1.0), times=20)
+    # Each admitted turn burns its whole worst case: whether the first ones still hold their
+    # reservations or have burned them when the last ones try, only five fit.
+    llm_stub.enqueue(StubReply(text="slow enough to overlap", delay=1.0, usage=worst), times=20)
 
     barrier = threading.Barrier(20)
     results: list[tuple[int, str]] = []
