@@ -111,8 +111,15 @@ def _offered_tools(request: GatewayRequest) -> set[str]:
     return names
 
 
+# The offline model looks for an expression in the end of the message only: a scan of a very long
+# input of brackets or signs would take a time that grows with the square of its length.
+_EXPRESSION_SCAN_CHARS = 2_000
+
+
 def find_expression(text: str) -> str | None:
-    """The first arithmetic expression in `text` (trimmed, parentheses balanced), or None."""
+    """The first arithmetic expression in the end of `text` (trimmed, parentheses balanced), or
+    None."""
+    text = text[-_EXPRESSION_SCAN_CHARS:]
     for match in _EXPRESSION.finditer(text):
         expression = match.group().strip().rstrip("+-*/^(. \t")
         while expression.count(")") > expression.count("(") and expression.endswith(")"):

@@ -479,3 +479,15 @@ def test_tokenizer_counts_tool_calls_tool_messages_and_definitions() -> None:
     one = count_tools_tokens([CALCULATOR])
     assert one >= count_tokens("Exact arithmetic on an expression.")
     assert count_tools_tokens(TOOLS) == one + count_tools_tokens([CURRENT_TIME]) > one
+
+
+def test_find_expression_stays_fast_on_hostile_input() -> None:
+    import time
+
+    from llm.offline_gateway import find_expression
+
+    started = time.monotonic()
+    for hostile in ("(" * 200_000, "-" * 200_000, "+(" * 100_000):
+        assert find_expression(hostile) is None
+    assert find_expression("x" * 100_000 + " what is 6*7?") == "6*7"
+    assert time.monotonic() - started < 1.0

@@ -180,6 +180,16 @@ def test_get_sends_the_arguments_as_query_parameters(tool_server: ToolServer) ->
     assert request.headers["x-api-key"] == SECRET
 
 
+def test_get_keeps_the_urls_own_query_and_its_keys_win(tool_server: ToolServer) -> None:
+    make_tool(tool_server, path="/echo?account=acme&units=metric", method="GET")
+    parameters = {"type": "object", "properties": {"city": {"type": "string"}}}
+    HttpTool.objects.filter(name="weather").update(parameters=parameters)
+    result = run("weather", {"city": "Lyon", "account": "victim"})
+    assert result.status == "ok", result
+    (request,) = tool_server.received
+    assert request.query == {"account": ["acme"], "units": ["metric"], "city": ["Lyon"]}
+
+
 def test_no_secret_header_when_none_is_set(tool_server: ToolServer) -> None:
     tool = make_tool(tool_server)
     tool.secret_header_value = ""

@@ -405,3 +405,11 @@ def test_two_installed_tools_with_one_name_are_refused(settings: Any) -> None:
 def test_the_system_check_passes_with_good_paths(settings: Any) -> None:
     settings.PANTHEON_TOOLS = ["testing.tools_sample:word_count"]
     assert [m for m in run_checks() if m.id == "llm.E001"] == []
+
+
+def test_calculator_shows_a_huge_exact_decimal_as_an_approximation() -> None:
+    from llm.tools.builtins import calculate, format_number
+
+    text = format_number(calculate("1/2**9999"))
+    assert text.startswith("≈ 1.00247454984129040") and text.endswith("e-3010")
+    assert format_number(calculate("7/2")) == "3.5"

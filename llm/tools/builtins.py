@@ -133,6 +133,10 @@ def calculate(expression: str) -> Fraction:
         raise ToolError("division by zero") from exc
 
 
+# An exact decimal longer than this is shown as a fraction and an approximation instead.
+EXACT_DECIMAL_PLACES_MAX = 1_000
+
+
 def format_number(value: Fraction) -> str:
     """An exact decimal when there is one ("3.5", "0.3", "-14"); otherwise the fraction and an
     approximation ("1/3 ≈ 0.33333333333333333333")."""
@@ -146,15 +150,26 @@ def format_number(value: Fraction) -> str:
     while rest % 5 == 0:
         rest //= 5
         fives += 1
-    if rest == 1:
+    if rest == 1 and max(twos, fives) <= EXACT_DECIMAL_PLACES_MAX:
         places = max(twos, fives)
         scaled = abs(value.numerator) * 10**places // value.denominator
         digits = str(scaled).rjust(places + 1, "0")
         text = f"{digits[:-places]}.{digits[-places:]}".rstrip("0").rstrip(".")
         return f"-{text}" if value < 0 else text
-    quotient = Decimal(value.numerator) / Decimal(value.denominator)
-    approximation = format(quotient, f".{APPROXIMATION_DIGITS}g")
+    approximation = format(_approximate(value), f".{APPROXIMATION_DIGITS}g")
+    if max(len_digits(value.numerator), len_digits(value.denominator)) > 300:
+        return f"≈ {approximation}"  # the exact fraction would be thousands of digits
     return f"{value.numerator}/{value.denominator} ≈ {approximation}"
+
+
+def len_digits(number: int) -> int:
+    """Decimal digits of `number`, estimated from its bits (no conversion to text)."""
+    return int(abs(number).bit_length() * 0.30103) + 1
+
+
+def _approximate(value: Fraction) -> Decimal:
+    """`value` as a Decimal (a conversion that never goes through text)."""
+    return Decimal(value.numerator) / Decimal(value.denominator)
 
 
 class CalculatorInput(BaseModel):

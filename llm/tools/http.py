@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 from django.conf import settings
@@ -91,7 +92,11 @@ def http_tool_call(spec: HttpToolSpec, arguments: dict[str, Any]) -> str:
     cap = int(settings.TOOL_HTTP_MAX_RESPONSE_BYTES)
     request: dict[str, Any] = {"headers": headers}
     if spec.method == "GET":
-        request["params"] = _query_params(arguments)
+        # The URL's own query stays, and its keys are staff's: the model adds, never overrides
+        # (httpx would replace the URL's query with `params`).
+        fixed = parse_qsl(urlsplit(spec.url).query, keep_blank_values=True)
+        taken = {key for key, _ in fixed}
+        request["params"] = fixed + [p for p in _query_params(arguments) if p[0] not in taken]
     else:
         request["json"] = arguments
     try:

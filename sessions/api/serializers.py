@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -107,30 +108,42 @@ class MessageErrorSerializer(serializers.Serializer):
 class ToolCallSerializer(serializers.Serializer):
     """One tool call the model made during this reply, as Pantheon ran it."""
 
-    id = serializers.CharField(source="call_id", help_text="The model's id of the call.")
+    id = serializers.CharField(help_text="The model's id of the call.")
     name = serializers.CharField()
-    arguments = serializers.CharField(help_text="The arguments, as the JSON text the model sent.")
-    status = serializers.ChoiceField(choices=["ok", "error", "timeout"])
-    result = serializers.SerializerMethodField(
+    arguments = serializers.JSONField(
+        help_text="The arguments the model sent: an object, or the text it sent when that was "
+        "not a JSON object."
+    )
+    status = serializers.ChoiceField(
+        choices=["ok", "error"], help_text="`error`: it failed, timed out or was refused."
+    )
+    result = serializers.CharField(
         help_text="What the tool returned (truncated to TOOL_RESULT_MAX_CHARS), or why it failed."
     )
     latency_ms = serializers.IntegerField()
 
-    def get_result(self, call: Any) -> str:
-        return tool_call_result(call)
+
+def tool_arguments(text: str) -> Any:
+    """The arguments as the API shows them: the object the model sent, else its text."""
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return text
+    return value if isinstance(value, dict) else text
 
 
-def tool_call_result(call: Any) -> str:
-    return call.result if call.status == "ok" else call.error
+def tool_status(status: str) -> str:
+    """`ok` or `error` (a timeout is an error; the result says so)."""
+    return "ok" if status == "ok" else "error"
 
 
 def _tool_call_body(call: Any) -> dict[str, Any]:
     return {
         "id": call.call_id,
         "name": call.name,
-        "arguments": call.arguments,
-        "status": call.status,
-        "result": tool_call_result(call),
+        "arguments": tool_arguments(call.arguments),
+        "status": tool_status(call.status),
+        "result": call.result if call.status == "ok" else call.error,
         "latency_ms": call.latency_ms,
     }
 

@@ -41,7 +41,7 @@ from pantheon.api.presence import ClientPresence
 from pantheon.api.schema import PantheonAutoSchema
 from pantheon.credits import format_credits
 from rooms.models import Agent
-from sessions.api.serializers import turn_body
+from sessions.api.serializers import tool_arguments, tool_status, turn_body
 from sessions.models import Message, MessageStatus, Turn
 from sessions.services.turns import CallControl, TurnObserver, TurnOutcome
 from usage.models import LlmCallEvent
@@ -272,7 +272,12 @@ class TurnStreamObserver(CallControl):
     def tool_started(self, agent: Agent, call: ToolCall) -> None:
         self._emit(
             "tool.started",
-            {"agent": agent.handle, "id": call.id, "name": call.name, "arguments": call.arguments},
+            {
+                "agent": agent.handle,
+                "id": call.id,
+                "name": call.name,
+                "arguments": tool_arguments(call.arguments),
+            },
         )
 
     def tool_completed(self, agent: Agent, call: ToolCall, result: ToolResult) -> None:
@@ -282,7 +287,7 @@ class TurnStreamObserver(CallControl):
                 "agent": agent.handle,
                 "id": call.id,
                 "name": call.name,
-                "status": result.status,
+                "status": tool_status(result.status),
                 "result": result.content if result.status == "ok" else result.error,
             },
         )

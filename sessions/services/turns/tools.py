@@ -20,6 +20,9 @@ from sessions.services.turns.observers import TurnObserver, release_connection_d
 # Arguments are stored as the model sent them, up to this size (a hostile model cannot bloat
 # the table); results are already cut to TOOL_RESULT_MAX_CHARS by the registry.
 ARGUMENTS_MAX_CHARS = 20_000
+# Calls one answer may have run: a model that asks for more gets an error result for the rest
+# (each call still needs its result), so a reply's duration stays bounded.
+CALLS_PER_ROUND_MAX = 16
 
 
 @dataclass(frozen=True)
@@ -56,14 +59,28 @@ def run_round(
     runs: list[ToolRun] = []
     # A tool may take seconds: this thread's database connection goes back to the pool meanwhile.
     release_connection_during_call()
-    for call in calls:
+    allowed = set(agent.tools or ())
+    for index, call in enumerate(calls):
         if observer.cancelled():
             break
         observer.tool_started(agent, call)
-        result = tool_run(call.name, call.arguments, context)
+        if call.name not in allowed:
+            # Only the agent's own tools run, whatever a model (or text injected into its
+            # prompt) asks for.
+            result = _refused(f"Tool {call.name[:64]!r} is not available to this agent.")
+        elif index >= CALLS_PER_ROUND_MAX:
+            result = _refused(
+                f"Too many tool calls in one answer: at most {CALLS_PER_ROUND_MAX} run."
+            )
+        else:
+            result = tool_run(call.name, call.arguments, context)
         observer.tool_completed(agent, call, result)
         runs.append(ToolRun(round=round_number, call=call, result=result))
     return runs
+
+
+def _refused(error: str) -> ToolResult:
+    return ToolResult(status="error", content="", latency_ms=0, error=error)
 
 
 def result_text(result: ToolResult) -> str:

@@ -90,7 +90,7 @@ def test_a_reply_that_calls_the_calculator_then_answers(db, llm_stub, write_path
         {
             "id": "call_stub_1",
             "name": "calculator",
-            "arguments": '{"expression": "6*7"}',
+            "arguments": {"expression": "6*7"},
             "status": "ok",
             "result": "42",
             "latency_ms": reply["tool_calls"][0]["latency_ms"],
@@ -155,7 +155,8 @@ def test_a_tool_that_times_out_gives_the_model_an_error(db, llm_stub, settings) 
     response = s.post("echo hi")
     assert time.monotonic() - started < 2.5
     reply = _reply(response.json(), "ada")
-    assert reply["status"] == "ok" and reply["tool_calls"][0]["status"] == "timeout"
+    assert reply["status"] == "ok" and reply["tool_calls"][0]["status"] == "error"
+    assert ToolCall.objects.get().status == "timeout"
     told = json.loads(_tool_messages(llm_stub.requests[-1])[0]["content"])
     assert "error" in told
     ledger_ok()
@@ -170,7 +171,7 @@ def test_an_unknown_tool_asked_for_by_the_model_is_an_error_result(db, llm_stub)
     assert response.status_code == 201
     call = _reply(response.json(), "ada")["tool_calls"][0]
     assert call["name"] == "delete_everything" and call["status"] == "error"
-    assert "unknown tool" in call["result"].lower()
+    assert "not available" in call["result"]
     assert ToolCall.objects.get().status == "error"
 
 
@@ -398,3 +399,32 @@ def test_the_stream_shows_tool_events(db, llm_stub) -> None:  # type: ignore[no-
         "status": "ok",
         "result": "1024",
     }
+
+
+def test_a_model_asking_for_too_many_calls_gets_errors_for_the_rest(db, llm_stub) -> None:  # type: ignore[no-untyped-def]
+    from sessions.services.turns.tools import CALLS_PER_ROUND_MAX
+
+    s = single_agent()
+    _give(s, s.agent, ["calculator"])
+    many = [_call("calculator", expression=f"{i}+1") for i in range(CALLS_PER_ROUND_MAX + 4)]
+    llm_stub.enqueue(StubReply(tool_calls=many))
+    llm_stub.enqueue(StubReply(text="Done."))
+    response = s.post("add one to everything")
+    assert response.status_code == 201
+    calls = _reply(response.json(), "ada")["tool_calls"]
+    assert len(calls) == CALLS_PER_ROUND_MAX + 4
+    assert [c["status"] for c in calls] == ["ok"] * CALLS_PER_ROUND_MAX + ["error"] * 4
+    # Every call got its result back: the provider accepts the next request.
+    assert len(_tool_messages(llm_stub.requests[-1])) == CALLS_PER_ROUND_MAX + 4
+
+
+def test_a_tool_the_agent_was_not_given_never_runs(db, llm_stub) -> None:  # type: ignore[no-untyped-def]
+    s = single_agent()
+    _give(s, s.agent, ["calculator"])
+    # As a prompt injection would have it: a tool that exists, but not this agent's.
+    llm_stub.enqueue(StubReply(tool_calls=[_call("session_search", query="secrets")]))
+    llm_stub.enqueue(StubReply(text="I cannot search."))
+    reply = _reply(s.post("search everything").json(), "ada")
+    call = reply["tool_calls"][0]
+    assert call["status"] == "error" and "not available to this agent" in call["result"]
+    assert call["arguments"] == {"query": "secrets"}
