@@ -218,6 +218,10 @@ class TurnListCreateView(StreamablePost, PaginatedAPIView):
                 response=STREAM_SCHEMA, description=STREAM_DESCRIPTION
             ),
             402: ErrorSerializer,
+            406: OpenApiResponse(
+                ErrorSerializer,
+                description="`Accept` names neither JSON nor `text/event-stream`.",
+            ),
             409: ErrorSerializer,
             422: ErrorSerializer,
             502: OpenApiResponse(
